@@ -1,0 +1,221 @@
+"""The one module that speaks HTTP to the time-series store: line protocol to /write, InfluxQL on /query.
+
+InfluxDB 1.x serves both natively, 2.x through its v1 compatibility API and 3.x natively.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from shopfloor.contracts import CANONICAL_SIGNALS, SignalKind, SignalValue
+
+TELEMETRY = "telemetry"
+MACHINE_STATUS = "machine_status"
+
+
+class StoreError(Exception):
+    """Base class for store failures."""
+
+
+class StoreUnavailable(StoreError):
+    """The store could not be reached or failed temporarily: retry later, keep the data."""
+
+
+class StoreRejected(StoreError):
+    """The store refused the data itself (bad points, type conflict): retrying will not help."""
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    """One point: measurement, tags, fields and a timestamp in epoch ms."""
+
+    measurement: str
+    tags: dict[str, str]
+    fields: dict[str, SignalValue]
+    ts_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One row read back from the store: timestamp, tags and non-null fields."""
+
+    ts_ms: int
+    tags: dict[str, str]
+    fields: dict[str, SignalValue] = field(default_factory=dict)
+
+
+def _escape_key(text: str) -> str:
+    return text.replace("\\", "\\\\").replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
+
+
+def _escape_measurement(text: str) -> str:
+    return text.replace("\\", "\\\\").replace(",", "\\,").replace(" ", "\\ ")
+
+
+def _field_value(name: str, value: SignalValue) -> str:
+    kind = CANONICAL_SIGNALS.get(name)
+    # Field types are fixed per shard in InfluxDB: canonical signals always get the same type.
+    if kind is SignalKind.FLOAT and isinstance(value, int | float) and not isinstance(value, bool):
+        return repr(float(value))
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return f"{value}i"
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"field {name!r}: {value!r} cannot be stored")
+        return repr(value)
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{escaped}"'
+
+
+def to_line(point: Point) -> str:
+    """Render one point as InfluxDB line protocol with millisecond precision."""
+    if not point.fields:
+        raise ValueError("a point needs at least one field")
+    tags = "".join(f",{_escape_key(k)}={_escape_key(v)}" for k, v in sorted(point.tags.items()) if v)
+    fields = ",".join(f"{_escape_key(k)}={_field_value(k, v)}" for k, v in sorted(point.fields.items()))
+    return f"{_escape_measurement(point.measurement)}{tags} {fields} {point.ts_ms}"
+
+
+def quote_literal(value: str) -> str:
+    """Quote a string literal for InfluxQL."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def quote_ident(value: str) -> str:
+    """Quote an identifier for InfluxQL."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+class InfluxStore:
+    """Write points to and query rows from an InfluxDB-compatible /write + /query endpoint."""
+
+    def __init__(
+        self,
+        url: str,
+        database: str,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        timeout_s: float = 10.0,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.database = database
+        auth = (username, password or "") if username else None
+        self._client = httpx.Client(base_url=self.url, timeout=timeout_s, auth=auth)
+
+    def close(self) -> None:
+        """Close the HTTP connection pool."""
+        self._client.close()
+
+    def __enter__(self) -> InfluxStore:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            resp = self._client.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise StoreUnavailable(f"time-series store at {self.url} unreachable: {exc}") from exc
+        if resp.status_code >= 500 or resp.status_code in (408, 429):
+            raise StoreUnavailable(f"time-series store at {self.url} answered {resp.status_code}: {resp.text[:300]}")
+        return resp
+
+    def ping(self) -> bool:
+        """Return whether the store answers."""
+        try:
+            return self._client.get("/ping").status_code == 204
+        except httpx.HTTPError:
+            return False
+
+    def ensure_database(self) -> None:
+        """Create the database if it does not exist (InfluxDB 1.x; harmless elsewhere)."""
+        resp = self._request("POST", "/query", data={"q": f"CREATE DATABASE {quote_ident(self.database)}"})
+        if resp.status_code >= 400:
+            raise StoreRejected(f"cannot create database {self.database!r}: {resp.text[:300]}")
+
+    def write_lines(self, lines: Sequence[str]) -> None:
+        """Write line-protocol lines; raise StoreUnavailable (retry) or StoreRejected (do not retry)."""
+        if not lines:
+            return
+        body = "\n".join(lines).encode()
+        resp = self._request("POST", "/write", params={"db": self.database, "precision": "ms"}, content=body)
+        if resp.status_code == 204:
+            return
+        if resp.status_code == 404:
+            raise StoreUnavailable(f"database {self.database!r} not found at {self.url}: {resp.text[:300]}")
+        raise StoreRejected(f"store refused write ({resp.status_code}): {resp.text[:300]}")
+
+    def write(self, points: Iterable[Point]) -> None:
+        """Write points; see write_lines for the errors."""
+        self.write_lines([to_line(p) for p in points])
+
+    def query(self, q: str) -> list[dict[str, Any]]:
+        """Run one InfluxQL statement and return its series (name, tags, columns, values)."""
+        resp = self._request("GET", "/query", params={"db": self.database, "q": q, "epoch": "ms"})
+        if resp.status_code >= 400:
+            raise StoreRejected(f"query failed ({resp.status_code}): {resp.text[:300]}")
+        body = resp.json()
+        results = body.get("results", [])
+        if not results:
+            return []
+        first = results[0]
+        if "error" in first:
+            raise StoreRejected(f"query failed: {first['error']}")
+        series: list[dict[str, Any]] = first.get("series", [])
+        return series
+
+    def rows(self, q: str) -> list[Row]:
+        """Run a query and flatten its series into rows ordered as returned."""
+        out: list[Row] = []
+        for series in self.query(q):
+            columns: list[str] = series["columns"]
+            group_tags: dict[str, str] = series.get("tags") or {}
+            for values in series.get("values", []):
+                tags = dict(group_tags)
+                fields: dict[str, SignalValue] = {}
+                ts = 0
+                for col, val in zip(columns, values, strict=True):
+                    if col == "time":
+                        ts = int(val)
+                    elif col in ("site", "machine"):
+                        if val is not None:
+                            tags[col] = str(val)
+                    elif val is not None:
+                        # JSON drops the ".0" of whole floats; restore the canonical type.
+                        if CANONICAL_SIGNALS.get(col) is SignalKind.FLOAT and isinstance(val, int):
+                            val = float(val)
+                        fields[col] = val
+                out.append(Row(ts, tags, fields))
+        return out
+
+    def telemetry(self, site: str, machine: str, start_ms: int, end_ms: int) -> list[Row]:
+        """Telemetry rows of one machine with start_ms <= ts < end_ms, oldest first."""
+        return self.rows(
+            f"SELECT * FROM {TELEMETRY} WHERE site = {quote_literal(site)} AND machine = {quote_literal(machine)}"
+            f" AND time >= {int(start_ms)}ms AND time < {int(end_ms)}ms ORDER BY time ASC"
+        )
+
+    def statuses(self, site: str, machine: str, start_ms: int, end_ms: int) -> list[Row]:
+        """Machine status rows (online/unreachable) with start_ms <= ts < end_ms, oldest first."""
+        return self.rows(
+            f"SELECT * FROM {MACHINE_STATUS} WHERE site = {quote_literal(site)}"
+            f" AND machine = {quote_literal(machine)}"
+            f" AND time >= {int(start_ms)}ms AND time < {int(end_ms)}ms ORDER BY time ASC"
+        )
+
+    def latest(self, site: str, measurement: str = TELEMETRY) -> dict[str, Row]:
+        """The newest row per machine of site."""
+        rows = self.rows(
+            f"SELECT * FROM {quote_ident(measurement)} WHERE site = {quote_literal(site)}"
+            " GROUP BY machine ORDER BY time DESC LIMIT 1"
+        )
+        return {r.tags["machine"]: r for r in rows if "machine" in r.tags}

@@ -1,0 +1,61 @@
+"""Fixtures that start real services (Mosquitto, InfluxDB) as local processes on free ports."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from shopfloor.config import SiteConfig, default_site_path, load_site
+from shopfloor.influx import InfluxStore
+from shopfloor.services import InfluxDB, Mosquitto, temp_workdir
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def mosquitto() -> Iterator[Mosquitto]:
+    """A Mosquitto broker shared by the session (tests that kill a broker use fresh_mosquitto)."""
+    workdir = temp_workdir("sf-mosquitto-")
+    broker = Mosquitto(workdir).start()
+    yield broker
+    broker.stop()
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def fresh_mosquitto() -> Iterator[Mosquitto]:
+    """A broker of the test's own, free to be stopped, killed and restarted."""
+    workdir = temp_workdir("sf-mosquitto-")
+    broker = Mosquitto(workdir).start()
+    yield broker
+    broker.stop()
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def influxdb() -> Iterator[InfluxDB]:
+    """An InfluxDB 1.x server shared by the session; each test gets its own database (influx_store)."""
+    workdir = temp_workdir("sf-influx-")
+    server = InfluxDB(workdir).start()
+    yield server
+    server.stop()
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def influx_store(influxdb: InfluxDB) -> Iterator[InfluxStore]:
+    """A fresh, empty database on the shared InfluxDB server."""
+    store = InfluxStore(influxdb.url, f"test_{uuid.uuid4().hex[:12]}")
+    store.ensure_database()
+    yield store
+    store.close()
+
+
+@pytest.fixture(scope="session")
+def example_site() -> SiteConfig:
+    """The example site shipped in examples/site.yaml."""
+    return load_site(default_site_path())
