@@ -1,0 +1,9 @@
+"""Command line of api (placeholder until implemented)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def add_parser(sub: Any) -> None:
+    """Register this component's subcommand."""

@@ -1,0 +1,24 @@
+"""Process settings from environment variables (SHOPFLOOR_*), overridable by command-line flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shopfloor.config import default_site_path
+
+
+class Settings(BaseSettings):
+    """Where the site file and the external services are."""
+
+    model_config = SettingsConfigDict(env_prefix="SHOPFLOOR_", extra="ignore")
+
+    site: Path = Field(default_factory=default_site_path, description="site config file")
+    mqtt_url: str = Field(default="mqtt://127.0.0.1:1883", description="MQTT broker URL")
+    influx_url: str = Field(default="http://127.0.0.1:8086", description="InfluxDB /write + /query base URL")
+    influx_db: str = Field(default="shopfloor", pattern=r"^[A-Za-z0-9_\-]{1,64}$")
+    influx_user: str | None = None
+    influx_password: str | None = None
+    data_dir: Path = Field(default=Path("./shopfloor-data"), description="where agents keep their state")
