@@ -268,6 +268,8 @@ def _decode_json(payload: bytes) -> Any:
         return json.loads(payload)
     except (UnicodeDecodeError, ValueError) as exc:
         raise PayloadError("malformed-json", str(exc)[:200]) from exc
+    except RecursionError as exc:
+        raise PayloadError("malformed-json", "nested too deeply") from exc
 
 
 def _first_error(exc: ValidationError) -> str:

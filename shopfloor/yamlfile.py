@@ -33,17 +33,22 @@ class ConfigError(Exception):
     """A configuration or scenario file is unreadable or invalid; the message says where and why."""
 
 
-def _line_map(node: yaml.Node, path: Loc, out: dict[Loc, int]) -> None:
+def _line_map(node: yaml.Node, path: Loc, out: dict[Loc, int], seen: set[int] | None = None) -> None:
+    seen = set() if seen is None else seen
     out.setdefault(path, node.start_mark.line + 1)
+    # Aliases reuse node objects: descend into each node once, so recursive or exponential anchors stay cheap.
+    if id(node) in seen:
+        return
+    seen.add(id(node))
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
             key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node.value)
             # The key's own line is what a reader looks for, even when the value spans many lines.
             out[(*path, key)] = key_node.start_mark.line + 1
-            _line_map(value_node, (*path, key), out)
+            _line_map(value_node, (*path, key), out, seen)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            _line_map(item, (*path, index), out)
+            _line_map(item, (*path, index), out, seen)
 
 
 def format_loc(loc: Loc) -> str:

@@ -1,0 +1,49 @@
+"""PlcReader against a real pymodbus server (RegisterServer): reads, exceptions, timeouts, refusal."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from shopfloor.codec import ReadBlock
+from shopfloor.config import Table
+from shopfloor.modbus import PlcError, PlcReader, RegisterServer, UnitMemory
+from shopfloor.services import free_port
+
+pytestmark = pytest.mark.integration
+
+
+def test_reads_exceptions_timeouts_and_refusal() -> None:
+    async def scenario() -> None:
+        port = free_port()
+        mem = UnitMemory()
+        mem.set({(Table.HOLDING, 0): 5, (Table.HOLDING, 2): 70000, (Table.INPUT, 1): 9})
+        server = RegisterServer("127.0.0.1", port, {1: mem})
+        await server.start()
+        reader = PlcReader("127.0.0.1", port, 1, timeout_s=0.5)
+        hold, inp = ReadBlock(Table.HOLDING, 0, 3), ReadBlock(Table.INPUT, 0, 2)
+        try:
+            assert await reader.read([hold, inp]) == {hold: [5, 0, 70000 & 0xFFFF], inp: [0, 9]}
+            mem.behaviour.exception_code = 4
+            with pytest.raises(PlcError, match="Modbus exception 4"):
+                await reader.read([hold])
+            mem.behaviour.exception_code = None
+            mem.behaviour.delay_s = 1.5
+            with pytest.raises(PlcError):
+                await reader.read([hold])
+            mem.behaviour.delay_s = 0
+            assert (await reader.read([hold]))[hold][0] == 5
+            other_unit = PlcReader("127.0.0.1", port, 7, timeout_s=0.5)
+            with pytest.raises(PlcError):
+                await other_unit.read([hold])
+            other_unit.close()
+        finally:
+            await server.stop()
+            reader.close()
+        refused = PlcReader("127.0.0.1", port, 1, timeout_s=0.5)
+        with pytest.raises(PlcError, match="cannot connect|read failed|Modbus|no reply"):
+            await refused.read([hold])
+        refused.close()
+
+    asyncio.run(scenario())

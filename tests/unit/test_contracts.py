@@ -1,0 +1,161 @@
+"""The wire contract: topics and payload validation, including malformed and hostile input."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from shopfloor.contracts import (
+    MAX_PAYLOAD_BYTES,
+    LinkStatus,
+    PayloadError,
+    Sample,
+    StatusMessage,
+    TelemetryBatch,
+    Topic,
+    TopicKind,
+    parse_status,
+    parse_telemetry,
+)
+
+TOPIC = Topic.telemetry("bdg", "cnc-01")
+TS = 1764291600123
+
+
+def batch(**overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "v": 1,
+        "agent": "edge-1",
+        "site": "bdg",
+        "machine": "cnc-01",
+        "seq": 4711,
+        "samples": [{"ts": TS, "values": {"state": "RUNNING", "good_count": 812, "energy_kwh": 12.5, "job": "J-1"}}],
+    }
+    body.update(overrides)
+    return body
+
+
+def raw(body: Any) -> bytes:
+    return json.dumps(body).encode()
+
+
+@pytest.mark.parametrize(
+    ("topic", "kind", "site", "machine", "agent"),
+    [
+        ("shopfloor/v1/bdg/cnc-01/telemetry", TopicKind.TELEMETRY, "bdg", "cnc-01", ""),
+        ("shopfloor/v1/bdg/cnc-01/status", TopicKind.MACHINE_STATUS, "bdg", "cnc-01", ""),
+        ("shopfloor/v1/bdg/agents/edge-1/status", TopicKind.AGENT_STATUS, "bdg", "", "edge-1"),
+        ("shopfloor/v1/bdg/agents/edge-1/commits", TopicKind.COMMITS, "bdg", "", "edge-1"),
+    ],
+)
+def test_topic_round_trip(topic: str, kind: TopicKind, site: str, machine: str, agent: str) -> None:
+    parsed = Topic.parse(topic)
+    assert (parsed.kind, parsed.site, parsed.machine, parsed.agent) == (kind, site, machine, agent)
+    assert str(parsed) == topic
+
+
+@pytest.mark.parametrize(
+    "topic",
+    [
+        "shopfloor/v2/bdg/cnc-01/telemetry",
+        "shopfloor/v1/BDG/cnc-01/telemetry",
+        "shopfloor/v1/bdg/cnc_01/telemetry",
+        "shopfloor/v1/bdg/-cnc/telemetry",
+        "shopfloor/v1/bdg/cnc-01/telemetry/extra",
+        "shopfloor/v1/bdg/cnc-01/unknown",
+        "shopfloor/v1/bdg/" + "a" * 64 + "/telemetry",
+        "shopfloor/v1/bdg/+/telemetry",
+        "",
+        "shopfloor/v1/bdg/cnc-01/../telemetry",
+    ],
+)
+def test_topic_rejects_invalid(topic: str) -> None:
+    with pytest.raises(ValueError):
+        Topic.parse(topic)
+
+
+def test_topic_value_object_refuses_bad_ids() -> None:
+    with pytest.raises(ValueError):
+        Topic.telemetry("bdg", "Cnc 01")
+
+
+def test_valid_batch_parses() -> None:
+    parsed = parse_telemetry(TOPIC, raw(batch()))
+    assert parsed.seq == 4711
+    assert parsed.samples[0].values["good_count"] == 812
+    assert TelemetryBatch.model_validate_json(parsed.to_json()) == parsed
+
+
+def test_float_counter_accepts_integer_value() -> None:
+    body = batch(samples=[{"ts": TS, "values": {"energy_kwh": 12}}])
+    assert parse_telemetry(TOPIC, raw(body)).samples[0].values["energy_kwh"] == 12
+
+
+@pytest.mark.parametrize(
+    ("payload", "kind"),
+    [
+        (b"not json", "malformed-json"),
+        (b"\xff\xfe\x00garbage", "malformed-json"),
+        (b"", "malformed-json"),
+        (b"[]", "invalid-payload"),
+        (b"null", "invalid-payload"),
+        (raw(batch(v=2)), "unknown-version"),
+        (raw(batch(v="1")), "unknown-version"),
+        (raw({k: v for k, v in batch().items() if k != "v"}), "unknown-version"),
+        (raw(batch(agent="Edge 1")), "invalid-payload"),
+        (raw(batch(site="bdg'; DROP")), "invalid-payload"),
+        (raw(batch(seq=-1)), "invalid-payload"),
+        (raw(batch(seq=2**64)), "invalid-payload"),
+        (raw(batch(seq="12")), "invalid-payload"),
+        (raw(batch(samples=[])), "invalid-payload"),
+        (raw(batch(extra="x")), "invalid-payload"),
+        (raw(batch(machine="cnc-02")), "topic-mismatch"),
+        (raw(batch(samples=[{"ts": 12, "values": {}}])), "invalid-payload"),
+        (raw(batch(samples=[{"ts": 10**15, "values": {}}])), "invalid-payload"),
+        (raw(batch(samples=[{"ts": 1.5e12, "values": {}}])), "invalid-payload"),
+        (raw(batch(samples=[{"ts": TS, "values": {"state": "EXPLODED"}}])), "invalid-payload"),
+        (raw(batch(samples=[{"ts": TS, "values": {"state": 3}}])), "invalid-payload"),
+        (raw(batch(samples=[{"ts": TS, "values": {"good_count": -1}}])), "invalid-payload"),
+        (raw(batch(samples=[{"ts": TS, "values": {"good_count": 1.5}}])), "invalid-payload"),
+        (raw(batch(samples=[{"ts": TS, "values": {"badge": True}}])), "invalid-payload"),
+        (raw(batch(samples=[{"ts": TS, "values": {"energy_kwh": "12"}}])), "invalid-payload"),
+        (raw(batch(samples=[{"ts": TS, "values": {"job": 5}}])), "invalid-payload"),
+        (raw(batch(samples=[{"ts": TS, "values": {"job": "x" * 300}}])), "invalid-payload"),
+        (raw(batch(samples=[{"ts": TS, "values": {"Bad Name": 1}}])), "invalid-payload"),
+        (raw(batch(samples=[{"ts": TS, "values": {"nested": {"a": 1}}}])), "invalid-payload"),
+        (raw(batch(samples=[{"ts": TS, "values": {f"s{i}": i for i in range(65)}}])), "invalid-payload"),
+        (raw(batch(samples=[{"ts": TS, "values": {}}] * 1001)), "invalid-payload"),
+        (b'{"v": 1, "power_kw": NaN}', "invalid-payload"),
+        (
+            b'{"v":1,"agent":"edge-1","site":"bdg","machine":"cnc-01","seq":1,'
+            b'"samples":[{"ts":1764291600123,"values":{"power_kw":NaN}}]}',
+            "invalid-payload",
+        ),
+        (b"{" * 100_000, "malformed-json"),
+        (b"[" * 100_000, "malformed-json"),
+        (b" " * (MAX_PAYLOAD_BYTES + 1), "oversize"),
+    ],
+)
+def test_bad_payloads_are_refused_with_a_kind(payload: bytes, kind: str) -> None:
+    with pytest.raises(PayloadError) as info:
+        parse_telemetry(TOPIC, payload)
+    assert info.value.kind == kind
+    assert info.value.detail
+
+
+def test_status_round_trip_and_rejection() -> None:
+    msg = StatusMessage(status=LinkStatus.UNREACHABLE, ts=TS, agent="edge-1", detail="timeout")
+    topic = Topic.machine_status("bdg", "cnc-01")
+    assert parse_status(topic, msg.to_json()) == msg
+    with pytest.raises(PayloadError):
+        parse_status(topic, b'{"v":1,"status":"sleeping","ts":1764291600123,"agent":"edge-1"}')
+    with pytest.raises(PayloadError):
+        parse_status(topic, b'{"v":7}')
+
+
+def test_sample_is_frozen() -> None:
+    sample = Sample(ts=TS, values={"badge": 1})
+    with pytest.raises(ValueError):
+        sample.ts = 5  # type: ignore[misc]
