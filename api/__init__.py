@@ -1,0 +1,1 @@
+"""The HTTP API: a thin FastAPI shell (routes, deps) around a pure analytics core (api.core)."""

@@ -25,7 +25,9 @@ def add_common(parser: argparse.ArgumentParser) -> None:
 def add_mqtt(parser: argparse.ArgumentParser) -> None:
     """Add --mqtt (default from SHOPFLOOR_MQTT_URL)."""
     parser.add_argument(
-        "--mqtt", default=Settings().mqtt_url, help="MQTT broker URL, mqtt://[user:pass@]host:port (default: %(default)s)"
+        "--mqtt",
+        default=Settings().mqtt_url,
+        help="MQTT broker URL, mqtt://[user:pass@]host:port (default: %(default)s)",
     )
 
 

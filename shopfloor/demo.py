@@ -1,9 +1,217 @@
-"""`shopfloor demo`: the whole chain on one machine (placeholder until implemented)."""
+"""`shopfloor demo`: simulators, edge agent, MQTT broker, collector, InfluxDB and the API on one machine."""
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import contextlib
+import logging
+import shutil
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+import httpx
+
+from shopfloor.config import ApiKey, Role, SiteConfig, load_site
+from shopfloor.influx import InfluxStore
+from shopfloor.keys import hash_key, new_key
+from shopfloor.mqtt import MqttSettings
+from shopfloor.services import InfluxDB, Mosquitto, ServiceError, free_port, temp_workdir
+
+log = logging.getLogger("shopfloor.demo")
+
+
+@dataclass
+class DemoKeys:
+    """Clear-text keys made for this demo run, by name."""
+
+    keys: dict[str, tuple[str, ApiKey]] = field(default_factory=dict)
+
+    def add(self, name: str, role: Role, tenant: str | None = None) -> None:
+        """Make a key and remember its clear text."""
+        key = new_key()
+        self.keys[name] = (key, ApiKey(name=name, sha256=hash_key(key), role=role, tenant=tenant))
+
+    def entries(self) -> list[ApiKey]:
+        """Stored (hashed) form of every key."""
+        return [entry for _, entry in self.keys.values()]
+
+
+def prepare_site(site: SiteConfig, keys: DemoKeys, free_ports: bool = True) -> SiteConfig:
+    """Give every simulated machine a free local port and add the demo's API keys."""
+    machines = site.machines
+    if free_ports:
+        machines = [m.model_copy(update={"host": "127.0.0.1", "port": free_port()}) for m in machines]
+    return SiteConfig.model_validate(
+        site.model_copy(update={"machines": machines, "api_keys": [*site.api_keys, *keys.entries()]}).model_dump()
+    )
+
+
+def demo_keys(site: SiteConfig) -> DemoKeys:
+    """Make an admin, an operator and one tenant key per tenant."""
+    keys = DemoKeys()
+    keys.add("demo-admin", Role.ADMIN)
+    keys.add("demo-operator", Role.OPERATOR)
+    for tenant in site.tenants:
+        keys.add(f"demo-{tenant.id}", Role.TENANT, tenant.id)
+    return keys
+
+
+def _banner(api_url: str, keys: DemoKeys, mqtt: str, influx: str, influx_db: str, workdir: Path) -> str:
+    admin = keys.keys["demo-admin"][0]
+    lines = [
+        "",
+        "Shopfloor demo is running.",
+        f"  API            {api_url}   (OpenAPI docs: {api_url}/docs)",
+        f"  MQTT broker    {mqtt}",
+        f"  InfluxDB       {influx}  database {influx_db}",
+        f"  work dir       {workdir}",
+        "",
+        "API keys for this run (send as 'Authorization: Bearer KEY'):",
+    ]
+    for name, (key, entry) in keys.keys.items():
+        who = f"{entry.role}" + (f" of {entry.tenant}" if entry.tenant else "")
+        lines.append(f"  {name:<16} {who:<18} {key}")
+    lines += [
+        "",
+        "Try:",
+        f"  curl -s -H 'Authorization: Bearer {admin}' {api_url}/v1/machines",
+        f"  curl -s -H 'Authorization: Bearer {admin}' '{api_url}/v1/usage'",
+        f"  curl -s -H 'Authorization: Bearer {admin}' '{api_url}/v1/machines/cnc-01/timeline'",
+        "",
+        "Press Ctrl-C to stop.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+async def run_demo(args: argparse.Namespace) -> int:
+    """Start every component, print where they are, run until interrupted or --duration ends."""
+    from api.app import create_app
+    from api.server import serve
+    from collector.service import Collector
+    from edge_agent.agent import EdgeAgent
+    from simulators.runtime import Simulator
+    from simulators.scenario import default_scenario_path, load_scenario
+
+    site = load_site(args.site)
+    scenario = load_scenario(Path(args.scenario) if args.scenario else default_scenario_path())
+    keys = demo_keys(site)
+    site = prepare_site(site, keys)
+    workdir = temp_workdir("shopfloor-demo-")
+    started: list[Any] = []
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        if args.mqtt:
+            mqtt_url = args.mqtt
+        else:
+            broker = Mosquitto(workdir).start()
+            started.append(broker)
+            mqtt_url = broker.url
+        if args.influx_url:
+            influx_url = args.influx_url
+        else:
+            influx = InfluxDB(workdir).start()
+            started.append(influx)
+            influx_url = influx.url
+        store = InfluxStore(influx_url, args.influx_db)
+        store.ensure_database()
+        mqtt = MqttSettings.from_url(mqtt_url)
+
+        sim = Simulator(site, scenario, seed=args.seed, speed=1.0)
+        await sim.start()
+        collector = Collector(mqtt, store, client_id="demo-collector", dead_letter=workdir / "dead-letter.jsonl")
+        collector.start()
+        agent = EdgeAgent(site, "edge-1", mqtt, workdir / "agent")
+        agent_task = asyncio.create_task(agent.run())
+
+        port = args.port if args.port and _port_free(args.host, args.port) else free_port()
+        app = create_app(site, InfluxStore(influx_url, args.influx_db))
+        server, thread = serve(app, args.host, port)
+        api_url = f"http://{args.host}:{port}"
+        print(_banner(api_url, keys, mqtt_url, influx_url, args.influx_db, workdir), flush=True)
+
+        deadline = time.monotonic() + args.duration if args.duration else None
+        while not stop.is_set():
+            timeout = 1.0 if deadline is None else max(0.0, min(1.0, deadline - time.monotonic()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout)
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+
+        print("stopping ...", flush=True)
+        agent.stop()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(agent_task, 10)
+        await sim.stop()
+        collector.stop()
+        server.should_exit = True
+        thread.join(10)
+        if args.ground_truth:
+            Path(args.ground_truth).write_text(sim.ground_truth().to_json())
+            print(f"ground truth written to {args.ground_truth}")
+        stats = collector.stats
+        print(f"collector: {stats}")
+        return 0
+    except ServiceError as exc:
+        print(f"shopfloor demo: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        for proc in reversed(started):
+            proc.stop()
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _run(args: argparse.Namespace) -> int:
+    return asyncio.run(run_demo(args))
+
+
+def check_api(url: str, key: str) -> dict[str, Any]:
+    """Fetch /v1/machines (used by the demo smoke test)."""
+    resp = httpx.get(f"{url}/v1/machines", headers={"Authorization": f"Bearer {key}"}, timeout=5)
+    resp.raise_for_status()
+    data: dict[str, Any] = resp.json()
+    return data
 
 
 def add_parser(sub: Any) -> None:
     """Register `shopfloor demo`."""
+    from shopfloor.cli import add_common
+
+    p = sub.add_parser(
+        "demo",
+        help="run simulators, agent, broker, collector, InfluxDB and the API together on this machine",
+        description="Start the whole Shopfloor chain locally: simulated machines (demo scenario), an edge agent, "
+        "Mosquitto and InfluxDB as local processes in a temporary directory (unless --mqtt/--influx-url point at "
+        "running ones), the collector and the API. Prints the API address and fresh API keys.",
+    )
+    add_common(p)
+    p.add_argument("--scenario", help="scenario file (default: the packaged demo scenario)")
+    p.add_argument("--seed", type=int, default=1, help="random seed of the simulation (default: %(default)s)")
+    p.add_argument("--host", default="127.0.0.1", help="API listen address (default: %(default)s)")
+    p.add_argument("--port", type=int, default=8000, help="API port, 0 = any free port (default: %(default)s)")
+    p.add_argument("--mqtt", help="use this MQTT broker instead of starting Mosquitto")
+    p.add_argument("--influx-url", help="use this InfluxDB instead of starting one")
+    p.add_argument("--influx-db", default="shopfloor", help="database name (default: %(default)s)")
+    p.add_argument("--duration", type=float, default=0, help="stop after this many seconds (default: run until Ctrl-C)")
+    p.add_argument("--ground-truth", help="write the simulator's ground truth JSON here on exit")
+    p.add_argument("--keep", action="store_true", help="keep the temporary work directory")
+    p.set_defaults(func=_run)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pymodbus import ModbusException
@@ -63,6 +64,9 @@ class PlcReader:
                 raise PlcError(f"{what}: no reply within {self.timeout_s} s") from exc
             except (ModbusException, OSError) as exc:
                 self._client.close()
+                if "No response" in str(exc):
+                    # pymodbus' own timeout (the same timeout_s) usually fires before ours.
+                    raise PlcError(f"{what}: no reply within {self.timeout_s} s") from exc
                 raise PlcError(f"{what}: {exc}") from exc
             if resp.isError():
                 code = getattr(resp, "exception_code", "?")
@@ -93,6 +97,8 @@ class UnitMemory:
     holding: dict[int, int] = field(default_factory=dict)
     input: dict[int, int] = field(default_factory=dict)
     behaviour: UnitBehaviour = field(default_factory=UnitBehaviour)
+    # Called before a read is served, so a simulator can refresh registers lazily for the current time.
+    on_read: Callable[[], None] | None = None
 
     def set(self, values: dict[tuple[Table, int], int]) -> None:
         """Set registers from a (table, address) -> value map."""
@@ -117,6 +123,8 @@ class _UnitContext(ModbusBaseDeviceContext):
             await asyncio.sleep(behaviour.delay_s)
         if behaviour.exception_code is not None:
             return ExcCodes(behaviour.exception_code)
+        if self.memory.on_read is not None:
+            self.memory.on_read()
         return self.getValues(func_code, address, count)
 
     def getValues(self, func_code: int, address: int, count: int = 1) -> list[int] | ExcCodes:

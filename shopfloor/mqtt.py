@@ -133,6 +133,7 @@ class MqttLink:
         self._client.on_disconnect = self._handle_disconnect
         self._client.on_message = self._handle_message
         self._lock = threading.Lock()
+        self._stopping = False
 
     @property
     def connected(self) -> bool:
@@ -157,7 +158,9 @@ class MqttLink:
     def _handle_disconnect(
         self, _client: paho.Client, _userdata: Any, _flags: Any, reason: ReasonCode, _props: Any
     ) -> None:
-        if self._connected.is_set():
+        if self._stopping:
+            log.info("disconnected from MQTT broker %s", self.settings)
+        elif self._connected.is_set():
             log.warning("lost MQTT broker %s (%s); reconnecting", self.settings, reason)
         self._connected.clear()
 
@@ -192,6 +195,7 @@ class MqttLink:
 
     def stop(self, final: tuple[str, bytes] | None = None) -> None:
         """Optionally publish a last retained message, then disconnect cleanly."""
+        self._stopping = True
         if final is not None and self.connected:
             self.publish(final[0], final[1], qos=1, retain=True).wait(2.0)
         self._client.disconnect()

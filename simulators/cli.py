@@ -1,9 +1,209 @@
-"""Command line of simulators (placeholder until implemented)."""
+"""`shopfloor simulate`: serve simulated machines over Modbus TCP, or replay a scenario straight to MQTT."""
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
 from typing import Any
+
+from shopfloor.cli import add_common
+from shopfloor.config import SiteConfig, load_site
+from simulators.models import BEHAVIOURS
+from simulators.scenario import load_scenario, packaged_scenario
+
+log = logging.getLogger(__name__)
+
+EPILOG = """\
+time scaling:
+  --speed N runs N simulated seconds per wall second; registers always show simulated time. Set the agent's
+  poll_interval_s to (simulated seconds you want between samples) / N, e.g. speed 60 with a 1 s simulated
+  resolution needs 1/60 s polls, which is too fast: prefer poll_interval_s 0.5-1 and accept a 30-60 s
+  simulated resolution. Timestamps an agent stamps are wall-clock; they match the ground truth only at speed 1.
+
+examples:
+  shopfloor simulate                                   # the packaged demo scenario on the example site
+  shopfloor simulate --scenario simulators/scenarios/e2e-two-tenants.yaml --ground-truth truth.json
+  shopfloor simulate --list-models
+  shopfloor simulate --print-registers fiber-laser-v1
+  shopfloor simulate --replay demo.yaml --from 2026-11-01 --to 2026-12-01 --mqtt mqtt://127.0.0.1:1883
+  shopfloor simulate --replay demo.yaml --from 2026-11-01 --to 2026-11-02 --out samples.jsonl
+"""
 
 
 def add_parser(sub: Any) -> None:
-    """Register this component's subcommand."""
+    """Register `shopfloor simulate`."""
+    p: argparse.ArgumentParser = sub.add_parser(
+        "simulate",
+        help="serve simulated machines over Modbus TCP (or replay a scenario to MQTT)",
+        description=(
+            "Serve the site's machines as Modbus TCP servers that behave like real machines, following a "
+            "scenario file (who logs in when, jobs, breakdowns, maintenance, injected faults). Deterministic "
+            "for a given scenario and seed. Runs until the scenario ends or Ctrl-C, then writes the ground truth."
+        ),
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_common(p)
+    p.add_argument(
+        "--scenario",
+        default=None,
+        help="scenario YAML (default: the packaged demo.yaml); a bare name like 'faults' picks a packaged one",
+    )
+    p.add_argument("--seed", type=int, default=1, help="seed of the random parts (default: %(default)s)")
+    p.add_argument("--speed", type=float, default=1.0, help="simulated seconds per wall second (default: %(default)s)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    p.add_argument(
+        "--start",
+        default=None,
+        help="simulated start time, ISO 8601 with zone (default: now, so agent timestamps match the truth)",
+    )
+    p.add_argument("--ground-truth", type=Path, default=None, help="write what really happened here, as JSON")
+    p.add_argument("--list-models", action="store_true", help="list the device profiles and simulated models")
+    p.add_argument("--print-registers", metavar="MODEL", help="print a model's register map as a table")
+    p.add_argument(
+        "--replay",
+        metavar="SCENARIO",
+        help="instead of serving Modbus, publish the telemetry an agent would have sent for --from..--to",
+    )
+    p.add_argument("--from", dest="from_", metavar="WHEN", help="replay start: date or datetime (site time zone)")
+    p.add_argument("--to", metavar="WHEN", help="replay end (exclusive): date or datetime (site time zone)")
+    p.add_argument("--mqtt", default=None, help="replay: broker URL, mqtt://[user:pass@]host:port")
+    p.add_argument("--out", type=Path, default=None, help="replay: write messages as JSON lines here instead")
+    p.add_argument("--agent-id", default="replay", help="replay: agent id in the payloads (default: %(default)s)")
+    p.add_argument("--batch", type=int, default=60, help="replay: samples per message, 1..1000 (default: %(default)s)")
+    p.add_argument(
+        "--poll-interval",
+        type=float,
+        default=None,
+        metavar="S",
+        help="replay: seconds between samples for every machine (default: each machine's poll_interval_s)",
+    )
+    p.set_defaults(func=run)
+
+
+def _scenario_path(value: str | None) -> Path:
+    if value is None:
+        return packaged_scenario("demo")
+    path = Path(value)
+    if not path.exists() and "/" not in value and not value.endswith(".yaml"):
+        return packaged_scenario(value)
+    return path
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the subcommand; return the exit code."""
+    site = load_site(args.site)
+    if args.list_models:
+        print(list_models(site))
+        return 0
+    if args.print_registers:
+        models = {p.model for p in site.profiles}
+        if args.print_registers not in models:
+            print(f"unknown model {args.print_registers!r} (known: {', '.join(sorted(models))})", file=sys.stderr)
+            return 2
+        print(register_table(site, args.print_registers))
+        return 0
+    if args.replay:
+        from simulators.replay import run_replay_cli
+
+        args.replay = str(_scenario_path(args.replay))
+        args.poll_ms = None if args.poll_interval is None else max(1, round(args.poll_interval * 1000))
+        return run_replay_cli(site, args)
+    scenario = load_scenario(_scenario_path(args.scenario), site)
+    start_ms = _parse_start(args.start)
+    return asyncio.run(_serve(site, scenario, args, start_ms))
+
+
+def _parse_start(value: str | None) -> int | None:
+    if value is None:
+        return None
+    moment = datetime.fromisoformat(value)
+    if moment.tzinfo is None:
+        raise SystemExit(f"--start {value!r} has no time zone; write e.g. 2026-11-01T08:00:00+07:00")
+    return int(moment.timestamp() * 1000)
+
+
+async def _serve(site: SiteConfig, scenario: Any, args: argparse.Namespace, start_ms: int | None) -> int:
+    from simulators.runtime import Simulator
+
+    sim = Simulator(site, scenario, seed=args.seed, speed=args.speed, start_ms=start_ms, host=args.host)
+    try:
+        await sim.start()
+    except OSError as exc:
+        print(f"shopfloor simulate: {exc}", file=sys.stderr)
+        return 1
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    finished = asyncio.create_task(sim.wait_finished())
+    stopped = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({finished, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        finished.cancel()
+        stopped.cancel()
+        truth = sim.ground_truth()
+        await sim.stop()
+        if args.ground_truth is not None:
+            args.ground_truth.write_text(truth.to_json())
+            log.info("ground truth written to %s", args.ground_truth)
+    print(_summary(truth), file=sys.stderr)
+    return 0
+
+
+def _summary(truth: Any) -> str:
+    lines = [f"ground truth: {len(truth.sessions)} session(s)"]
+    for s in truth.sessions:
+        lines.append(
+            f"  {s.machine:<10} {s.tenant:<8} badge {s.badge:<6} {(s.end_ms - s.start_ms) / 1000:8.1f} s  "
+            f"good {s.good:<6} reject {s.reject:<5} {s.kwh:.3f} kWh"
+        )
+    return "\n".join(lines)
+
+
+def list_models(site: SiteConfig) -> str:
+    """Table of the site's device profiles and which machines use them."""
+    rows = [("MODEL", "BEHAVIOUR", "REGISTERS", "MACHINES", "DESCRIPTION")]
+    for profile in site.profiles:
+        machines = ", ".join(m.id for m in site.machines if m.profile == profile.model) or "-"
+        behaviour = "own" if profile.model in BEHAVIOURS else "generic"
+        rows.append((profile.model, behaviour, str(len(profile.registers)), machines, profile.description))
+    return _table(rows)
+
+
+def register_table(site: SiteConfig, model: str) -> str:
+    """The register map of a model as a table."""
+    profile = site.profile(model)
+    rows = [("ADDRESS", "TABLE", "TYPE", "WORDS", "WORD ORDER", "SCALE", "SIGNAL", "UNIT / STATES")]
+    for spec in sorted(profile.registers, key=lambda r: (r.table.value, r.address)):
+        last = spec.address + spec.count - 1
+        extra = spec.unit
+        if spec.states:
+            extra = ", ".join(f"{code}={state.value}" for code, state in spec.states.items())
+        rows.append(
+            (
+                str(spec.address) if last == spec.address else f"{spec.address}-{last}",
+                spec.table.value,
+                spec.type.value,
+                str(spec.count),
+                spec.word_order.value if spec.count == 2 else "-",
+                f"{spec.scale:g}",
+                spec.signal,
+                extra,
+            )
+        )
+    return f"{profile.model}: {profile.description}\n" + _table(rows)
+
+
+def _table(rows: Sequence[tuple[str, ...]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)

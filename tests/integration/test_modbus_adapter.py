@@ -42,7 +42,7 @@ def test_reads_exceptions_timeouts_and_refusal() -> None:
             await server.stop()
             reader.close()
         refused = PlcReader("127.0.0.1", port, 1, timeout_s=0.5)
-        with pytest.raises(PlcError, match="cannot connect|read failed|Modbus|no reply"):
+        with pytest.raises(PlcError, match=r"cannot connect|read failed|Modbus|no reply"):
             await refused.read([hold])
         refused.close()
 

@@ -1,0 +1,72 @@
+"""The FastAPI application: routes around the pure core, reading from the time-series store."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from api.deps import current_principal
+from api.routes import health, machines, usage
+from shopfloor.config import SiteConfig
+from shopfloor.influx import InfluxStore, StoreRejected, StoreUnavailable
+
+log = logging.getLogger(__name__)
+# Echoed inputs in 422 bodies are cut to this many characters, so a huge hostile input is not sent back whole.
+MAX_ECHO_CHARS = 100
+
+
+def _trim(value: Any) -> Any:
+    if isinstance(value, str) and len(value) > MAX_ECHO_CHARS:
+        return value[:MAX_ECHO_CHARS] + "..."
+    if isinstance(value, list | tuple):
+        return [_trim(v) for v in value[:10]]
+    return value
+
+
+def _trimmed(errors: Sequence[Any]) -> list[Any]:
+    return [{**e, "input": _trim(e.get("input"))} if isinstance(e, dict) else e for e in errors]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def create_app(site: SiteConfig, store: InfluxStore, *, clock: Callable[[], datetime] = _now) -> FastAPI:
+    """Build the API for one site reading from store; clock gives the current time (aware)."""
+    app = FastAPI(
+        title="Shopfloor API",
+        version="1",
+        description="Live machine state, state timelines and per-tenant usage of a shared-machine facility.",
+    )
+    app.state.site = site
+    app.state.store = store
+    app.state.clock = clock
+
+    @app.exception_handler(RequestValidationError)
+    def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's default body (detail: [{type, loc, msg, input}]), with long inputs cut short.
+        return JSONResponse({"detail": jsonable_encoder(_trimmed(exc.errors()))}, status_code=422)
+
+    @app.exception_handler(StoreUnavailable)
+    def _unavailable(_request: Request, exc: StoreUnavailable) -> JSONResponse:
+        log.warning("%s; answering 503, the client may retry", exc)
+        return JSONResponse({"detail": "time-series store unavailable; retry later"}, status_code=503)
+
+    @app.exception_handler(StoreRejected)
+    def _rejected(_request: Request, exc: StoreRejected) -> JSONResponse:
+        log.error("%s; answering 502", exc)
+        return JSONResponse({"detail": "time-series store refused the query"}, status_code=502)
+
+    v1 = APIRouter(prefix="/v1", dependencies=[Depends(current_principal)])
+    v1.include_router(machines.router)
+    v1.include_router(usage.router)
+    app.include_router(health.router)
+    app.include_router(v1)
+    return app

@@ -1,0 +1,121 @@
+"""Typed dependencies of the routes: the store, the site, the clock, the caller and the query window."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Query, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from api.core.sessions import UNKNOWN_TENANT
+from api.params import MAX_PARAM_CHARS, Window, invalid, parse_window
+from shopfloor.config import Machine, Role, SiteConfig
+from shopfloor.contracts import is_valid_id
+from shopfloor.influx import InfluxStore
+from shopfloor.keys import find_key
+
+# Keys made by `shopfloor keygen` are ~47 characters; anything far longer is not worth hashing.
+MAX_KEY_CHARS = 512
+
+_bearer = HTTPBearer(auto_error=False, description="API key: `Authorization: Bearer sfk_...`")
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: the API key's name, role and (for tenant keys) tenant."""
+
+    name: str
+    role: Role
+    tenant: str | None = None
+
+    def sees(self, tenant: str | None) -> bool:
+        """Whether this caller may see rows of tenant (admins and operators see all)."""
+        if self.role is not Role.TENANT:
+            return True
+        # 'unknown' stands for badges nobody owns: never a tenant key's own rows.
+        return tenant is not None and tenant != UNKNOWN_TENANT and tenant == self.tenant
+
+
+def get_site(request: Request) -> SiteConfig:
+    """The site configuration the app was created with."""
+    site: SiteConfig = request.app.state.site
+    return site
+
+
+def get_store(request: Request) -> InfluxStore:
+    """The time-series store the app reads from."""
+    store: InfluxStore = request.app.state.store
+    return store
+
+
+def get_now(request: Request) -> datetime:
+    """The current time (a clock the app was created with, so tests can freeze it)."""
+    clock: Callable[[], datetime] = request.app.state.clock
+    return clock()
+
+
+SiteDep = Annotated[SiteConfig, Depends(get_site)]
+StoreDep = Annotated[InfluxStore, Depends(get_store)]
+NowDep = Annotated[datetime, Depends(get_now)]
+
+
+def _unauthorized(detail: str) -> HTTPException:
+    return HTTPException(status.HTTP_401_UNAUTHORIZED, detail=detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+def current_principal(
+    site: SiteDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> Principal:
+    """Look the bearer API key up among the site's hashed keys; 401 if it is missing or unknown."""
+    if credentials is None:
+        raise _unauthorized("missing API key: send 'Authorization: Bearer <key>'")
+    presented = credentials.credentials
+    found = find_key(site.api_keys, presented) if len(presented) <= MAX_KEY_CHARS else None
+    if found is None:
+        raise _unauthorized("invalid API key")
+    return Principal(found.name, found.role, found.tenant)
+
+
+PrincipalDep = Annotated[Principal, Depends(current_principal)]
+
+
+def query_window(
+    request: Request,
+    now: NowDep,
+    from_: Annotated[
+        str | None,
+        Query(
+            alias="from",
+            max_length=MAX_PARAM_CHARS,
+            description="window start, ISO 8601 with offset (default: to - 24 h)",
+        ),
+    ] = None,
+    to: Annotated[
+        str | None,
+        Query(max_length=MAX_PARAM_CHARS, description="window end, ISO 8601 with offset (default: now)"),
+    ] = None,
+) -> Window:
+    """The validated [from, to) window of a request."""
+    for name in ("from", "to"):
+        # A repeated parameter is ambiguous: refuse it rather than guess which one was meant.
+        if len(request.query_params.getlist(name)) > 1:
+            raise invalid(name, f"{name}: given more than once", request.query_params.getlist(name)[:3])
+    return parse_window(from_, to, now)
+
+
+WindowDep = Annotated[Window, Depends(query_window)]
+
+
+def get_machine(site: SiteDep, machine_id: str) -> Machine:
+    """The configured machine named in the path; 404 for unknown or malformed ids."""
+    machine = site.machine(machine_id) if is_valid_id(machine_id) else None
+    if machine is None:
+        shown = machine_id if is_valid_id(machine_id) else machine_id[:64].encode("unicode_escape").decode()
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"machine {shown!r} not found")
+    return machine
+
+
+MachineDep = Annotated[Machine, Depends(get_machine)]

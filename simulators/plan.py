@@ -1,0 +1,273 @@
+"""Turn a Scenario into concrete, time-stamped actions per machine for a run starting at a given instant.
+
+Pure: no I/O, no clock. Offsets become start_ms + offset; daily windows are expanded in the site's time zone.
+"""
+
+from __future__ import annotations
+
+import itertools
+import zoneinfo
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from enum import IntEnum, StrEnum
+
+from shopfloor.config import DataType, SiteConfig
+from shopfloor.contracts import MachineState
+from shopfloor.yamlfile import ConfigError
+from simulators.models import Behaviour, behaviour_for
+from simulators.scenario import WEEKDAYS, DailyKind, EventKind, JobSpec, Scenario, check_against_site
+
+WRAPUP_MS = 2000  # the machine is IDLE this long before the badge is cleared at logout
+
+
+class ActionKind(IntEnum):
+    """Scripted machine actions; the value orders actions that fall on the same millisecond."""
+
+    WRAPUP = 0
+    LOGOUT = 1
+    POWER_OFF = 2
+    MAINTENANCE = 3
+    BREAKDOWN = 4
+    COUNTER_RESET = 5
+    COUNTER_WRAP = 6
+    LOGIN = 7
+    BADGE_SWAP = 8
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A job with every default resolved, times in ms."""
+
+    id: str
+    ideal_cycle_ms: int
+    cycle_ms: int
+    jitter: float
+    reject_rate: float
+    quantity: int | None
+    setup_ms: int
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Action:
+    """One scripted thing that happens to a machine at at_ms."""
+
+    at_ms: int
+    kind: ActionKind
+    seq: int
+    badge: int = field(default=0, compare=False)
+    jobs: tuple[Job, ...] = field(default=(), compare=False)
+    reason: int = field(default=0, compare=False)
+    until_ms: int = field(default=0, compare=False)
+
+
+class FaultKind(StrEnum):
+    """Faults of the PLC's network side; the machine itself keeps working."""
+
+    UNREACHABLE = "unreachable"
+    MODBUS_EXCEPTION = "modbus_exception"
+    SLOW_REPLIES = "slow_replies"
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    """A window in which a machine's PLC misbehaves on the network."""
+
+    machine: str
+    start_ms: int
+    end_ms: int
+    kind: FaultKind
+    code: int = 0
+    delay_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class MachinePlan:
+    """Everything one machine will be told to do, plus its random behaviour."""
+
+    machine_id: str
+    model: str
+    behaviour: Behaviour
+    actions: tuple[Action, ...]
+    random_stops: bool
+    mtbf_ms: int
+    mttr_ms: int
+    microstop_rate: float
+    initial_state: MachineState
+    good_modulus: int | None  # part counters wrap at this value (None: they do not, e.g. float registers)
+    reject_modulus: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A scenario made concrete for one run."""
+
+    start_ms: int
+    end_ms: int
+    machines: dict[str, MachinePlan]
+    faults: tuple[Fault, ...]
+    badge_owner: dict[int, str]
+
+
+def _abs_ms(at: int | datetime, start_ms: int) -> int:
+    if isinstance(at, datetime):
+        return int(at.timestamp() * 1000)
+    return start_ms + at
+
+
+def _job(spec: JobSpec, default_ideal_s: float) -> Job:
+    ideal = spec.ideal_cycle_s if spec.ideal_cycle_s is not None else default_ideal_s
+    cycle = spec.cycle_s if spec.cycle_s is not None else ideal * 1.1
+    return Job(
+        id=spec.id,
+        ideal_cycle_ms=round(ideal * 1000),
+        cycle_ms=max(100, round(cycle * 1000)),
+        jitter=spec.jitter,
+        reject_rate=spec.reject_rate,
+        quantity=spec.quantity,
+        setup_ms=spec.setup,
+    )
+
+
+def _modulus(site: SiteConfig, profile_name: str, signal: str) -> int | None:
+    spec = site.profile(profile_name).register(signal)
+    if spec is None or spec.type in (DataType.FLOAT32, DataType.STRING) or spec.scale != 1.0:
+        return None
+    if spec.type in (DataType.INT16, DataType.INT32):
+        return 1 << (16 * spec.type.width - 1)
+    return 1 << (16 * spec.type.width)
+
+
+def daily_windows(
+    days: list[str], start: time, end: time, tz: str, t_from_ms: int, t_to_ms: int
+) -> list[tuple[int, int]]:
+    """Expand a daily local-time window into (start_ms, end_ms) pairs overlapping [t_from_ms, t_to_ms)."""
+    zone = zoneinfo.ZoneInfo(tz)
+    first = datetime.fromtimestamp(t_from_ms / 1000, zone).date() - timedelta(days=1)
+    last = datetime.fromtimestamp(t_to_ms / 1000, zone).date()
+    out: list[tuple[int, int]] = []
+    day: date = first
+    while day <= last:
+        if WEEKDAYS[day.weekday()] in days:
+            s = datetime.combine(day, start, tzinfo=zone)
+            e_day = day if end > start else day + timedelta(days=1)
+            e = datetime.combine(e_day, end, tzinfo=zone)
+            s_ms, e_ms = int(s.timestamp() * 1000), int(e.timestamp() * 1000)
+            if e_ms > t_from_ms and s_ms < t_to_ms and e_ms > s_ms:
+                out.append((s_ms, e_ms))
+        day += timedelta(days=1)
+    return out
+
+
+def build_plan(site: SiteConfig, scenario: Scenario, start_ms: int, end_ms: int | None = None) -> Plan:
+    """Make scenario concrete for a run over [start_ms, end_ms) (default end: start + duration)."""
+    try:
+        check_against_site(scenario, site)
+    except ValueError as exc:
+        raise ConfigError(f"scenario {scenario.name!r} does not fit site {site.site.id!r}: {exc}") from exc
+    end = end_ms if end_ms is not None else start_ms + scenario.duration
+    served = scenario.served(site)
+    actions: dict[str, list[Action]] = {m: [] for m in served}
+    sessions: dict[str, list[tuple[int, int, int, str]]] = {m: [] for m in served}
+    seq = 0
+
+    def add(machine: str, at: int, kind: ActionKind, **kw: object) -> None:
+        nonlocal seq
+        seq += 1
+        actions[machine].append(Action(at, kind, seq, **kw))  # type: ignore[arg-type]
+
+    def add_session(machine: str, badge: int, s: int, e: int, jobs: list[JobSpec], where: str) -> None:
+        ideal = site.machine(machine).ideal_cycle_time_s  # type: ignore[union-attr]
+        if e <= start_ms or s >= end:
+            return
+        sessions[machine].append((s, e, badge, where))
+        wrap = min(WRAPUP_MS, (e - s) // 4)
+        add(machine, s, ActionKind.LOGIN, badge=badge, jobs=tuple(_job(j, ideal) for j in jobs))
+        add(machine, e - wrap, ActionKind.WRAPUP)
+        add(machine, e, ActionKind.LOGOUT)
+
+    for index, session in enumerate(scenario.sessions):
+        s = _abs_ms(session.at, start_ms)
+        e = s + session.duration if session.duration is not None else _abs_ms(session.until, start_ms)  # type: ignore[arg-type]
+        if e <= s:
+            raise ConfigError(f"scenario {scenario.name!r}: sessions[{index}] ends before it starts")
+        add_session(session.machine, session.badge, s, e, session.jobs, f"sessions[{index}]")
+    for index, daily in enumerate(scenario.daily):
+        windows = daily_windows(list(daily.days), daily.start, daily.end, site.site.timezone, start_ms, end)
+        for s, e in windows:
+            if daily.kind is DailyKind.SESSION:
+                assert daily.badge is not None
+                add_session(daily.machine, daily.badge, s, e, daily.jobs, f"daily[{index}]")
+            elif daily.kind is DailyKind.MAINTENANCE:
+                add(daily.machine, s, ActionKind.MAINTENANCE, until_ms=e)
+            else:
+                add(daily.machine, s, ActionKind.POWER_OFF, until_ms=e)
+    for machine_id, spans in sessions.items():
+        spans.sort()
+        for (s1, e1, b1, w1), (s2, _e2, b2, w2) in itertools.pairwise(spans):
+            if s2 < e1:
+                raise ConfigError(
+                    f"scenario {scenario.name!r}: on {machine_id}, {w2} (badge {b2}) starts at "
+                    f"{_iso(s2)} while {w1} (badge {b1}, {_iso(s1)} .. {_iso(e1)}) is still logged in; "
+                    "sessions on one machine must not overlap"
+                )
+    faults: list[Fault] = []
+    simple = {
+        EventKind.BREAKDOWN: ActionKind.BREAKDOWN,
+        EventKind.MAINTENANCE: ActionKind.MAINTENANCE,
+        EventKind.POWER_OFF: ActionKind.POWER_OFF,
+        EventKind.COUNTER_RESET: ActionKind.COUNTER_RESET,
+        EventKind.COUNTER_WRAP: ActionKind.COUNTER_WRAP,
+        EventKind.BADGE_SWAP: ActionKind.BADGE_SWAP,
+    }
+    for event in scenario.events:
+        at = _abs_ms(event.at, start_ms)
+        until = at + (event.duration or 0)
+        if at >= end or (until <= start_ms and event.duration):
+            continue
+        if event.event in simple:
+            add(
+                event.machine,
+                at,
+                simple[event.event],
+                reason=event.reason or 0,
+                badge=event.badge or 0,
+                until_ms=until,
+            )
+        else:
+            faults.append(
+                Fault(
+                    event.machine,
+                    at,
+                    min(until, end),
+                    FaultKind(event.event.value),
+                    code=event.code or 0,
+                    delay_s=event.delay_s or 0.0,
+                )
+            )
+    plans: dict[str, MachinePlan] = {}
+    for machine_id in served:
+        machine = site.machine(machine_id)
+        assert machine is not None
+        behaviour = behaviour_for(machine.profile)
+        opts = scenario.machine_options.get(machine_id)
+        plans[machine_id] = MachinePlan(
+            machine_id=machine_id,
+            model=machine.profile,
+            behaviour=behaviour,
+            actions=tuple(sorted(actions[machine_id])),
+            random_stops=scenario.random_stops,
+            mtbf_ms=(opts.mtbf if opts and opts.mtbf else behaviour.mtbf_ms),
+            mttr_ms=(opts.mttr if opts and opts.mttr else behaviour.mttr_ms),
+            microstop_rate=(
+                opts.microstop_rate if opts and opts.microstop_rate is not None else behaviour.microstop_rate
+            ),
+            initial_state=MachineState(opts.initial_state) if opts else MachineState.IDLE,
+            good_modulus=_modulus(site, machine.profile, "good_count"),
+            reject_modulus=_modulus(site, machine.profile, "reject_count"),
+        )
+    faults.sort(key=lambda f: (f.start_ms, f.machine))
+    return Plan(start_ms, end, plans, tuple(faults), site.badge_owner())
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds")

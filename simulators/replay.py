@@ -1,0 +1,287 @@
+"""Replay: the telemetry an edge agent would have published for a period, generated without any waiting.
+
+Each machine is "polled" at its poll interval from the period's start; each poll goes through the device
+profile (encode, then decode, like a real register read), so values carry the same precision an agent sees.
+Polls that fall in an unreachable or exception window, or whose reply would come after the machine's timeout,
+give no sample, as with a real agent. Samples are batched into TelemetryBatch messages stamped with scenario
+time and go to MQTT (QoS1, as fast as the broker acknowledges) or to a JSON-lines file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import json
+import logging
+import os
+import sys
+import time
+import zoneinfo
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import IO
+
+from shopfloor.codec import DecodeError, decode_value, encode_value
+from shopfloor.config import DeviceProfile, SiteConfig
+from shopfloor.contracts import MAX_SAMPLES_PER_BATCH, SignalValue, TelemetryBatch, Topic, is_valid_id
+from simulators.plan import FaultKind
+from simulators.scenario import load_scenario
+from simulators.world import World
+
+log = logging.getLogger(__name__)
+DEFAULT_BATCH = 60  # samples per message: one minute of 1 s polls
+INFLIGHT = 1000  # QoS1 messages awaiting PUBACK before we wait for the oldest
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One telemetry message as an agent would publish it."""
+
+    topic: str
+    batch: TelemetryBatch
+
+
+@dataclass
+class ReplayStats:
+    """What a replay produced."""
+
+    messages: int = 0
+    samples: int = 0
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        """One line for humans."""
+        rate = self.samples / self.seconds if self.seconds > 0 else 0.0
+        return (
+            f"replay: {self.messages} messages, {self.samples} samples in {self.seconds:.1f} s "
+            f"({rate:,.0f} samples/s, {self.messages / max(self.seconds, 1e-9):,.0f} messages/s)"
+        )
+
+
+def _machine_messages(
+    world: World, machine_id: str, agent: str, batch_size: int, poll_ms: int | None
+) -> Iterator[Message]:
+    site = world.site
+    machine = site.machine(machine_id)
+    assert machine is not None
+    profile = site.profile(machine.profile)
+    roundtrip = _Roundtrip(profile)
+    step = poll_ms if poll_ms is not None else max(1, round(machine.poll_interval_s * 1000))
+    silent = [
+        (f.start_ms, f.end_ms)
+        for f in world.plan.faults
+        if f.machine == machine_id and (f.kind is not FaultKind.SLOW_REPLIES or f.delay_s >= machine.timeout_s)
+    ]
+    topic = str(Topic.telemetry(site.site.id, machine_id))
+    seq = 0
+    pending: list[dict[str, object]] = []
+    t = world.start_ms
+    while t < world.end_ms:
+        if not any(a <= t < b for a, b in silent):
+            pending.append({"ts": t, "values": roundtrip(world.values(machine_id, t))})
+            if len(pending) >= batch_size:
+                yield Message(topic, _batch(agent, site.site.id, machine_id, seq, pending))
+                seq += 1
+                pending = []
+        t += step
+    if pending:
+        yield Message(topic, _batch(agent, site.site.id, machine_id, seq, pending))
+
+
+def _batch(agent: str, site: str, machine: str, seq: int, samples: list[dict[str, object]]) -> TelemetryBatch:
+    # Validated here, once per batch, with the model the collector uses: replay never emits a bad payload.
+    return TelemetryBatch.model_validate(
+        {"v": 1, "agent": agent, "site": site, "machine": machine, "seq": seq, "samples": samples}
+    )
+
+
+class _Roundtrip:
+    """Signal values as an agent decodes them from the registers (encode, then decode), memoised."""
+
+    def __init__(self, profile: DeviceProfile) -> None:
+        self.specs = list(profile.registers)
+        self.cache: dict[tuple[str, SignalValue], SignalValue | None] = {}
+
+    def __call__(self, values: dict[str, SignalValue]) -> dict[str, SignalValue]:
+        out: dict[str, SignalValue] = {}
+        for spec in self.specs:
+            if spec.signal not in values:
+                continue
+            value = values[spec.signal]
+            key = (spec.signal, value)
+            decoded = self.cache.get(key, _MISSING)
+            if decoded is _MISSING:
+                try:
+                    decoded = decode_value(spec, encode_value(spec, value))
+                except (DecodeError, ValueError):
+                    decoded = None  # an agent would report a decode error and leave the signal out
+                if not isinstance(value, float):  # floats (energy) rarely repeat: do not grow the cache
+                    self.cache[key] = decoded
+            if decoded is not None:
+                out[spec.signal] = decoded  # type: ignore[assignment]
+        return out
+
+
+_MISSING = object()
+
+
+def replay_messages(
+    world: World, agent: str = "replay", batch_size: int = DEFAULT_BATCH, poll_ms: int | None = None
+) -> Iterator[Message]:
+    """Every message an agent would have published over the world's period, in time order across machines."""
+    if not is_valid_id(agent):
+        raise ValueError(f"agent id {agent!r} is not valid (expected [a-z0-9][a-z0-9-]{{0,62}})")
+    if not 1 <= batch_size <= MAX_SAMPLES_PER_BATCH:
+        raise ValueError(f"batch size must be 1..{MAX_SAMPLES_PER_BATCH}, got {batch_size}")
+    streams = [_machine_messages(world, m, agent, batch_size, poll_ms) for m in world.machines]
+    yield from heapq.merge(*streams, key=lambda msg: (msg.batch.samples[0].ts, msg.batch.machine))
+
+
+class _Progress:
+    """A progress bar on stderr, by simulated time."""
+
+    def __init__(self, start_ms: int, end_ms: int, stream: IO[str]) -> None:
+        self.start_ms, self.end_ms, self.stream = start_ms, end_ms, stream
+        self._last = 0.0
+        self._t0 = time.monotonic()
+
+    def update(self, ts_ms: int, stats: ReplayStats, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last < 0.5:
+            return
+        self._last = now
+        frac = min(1.0, max(0.0, (ts_ms - self.start_ms) / max(1, self.end_ms - self.start_ms)))
+        bar = "#" * int(frac * 30)
+        rate = stats.samples / max(now - self._t0, 1e-9)
+        day = datetime.fromtimestamp(ts_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")
+        self.stream.write(
+            f"\r[{bar:<30}] {frac:6.1%} {day}  {stats.messages} msgs  {stats.samples} samples  {rate:,.0f}/s "
+        )
+        self.stream.flush()
+
+
+def run_replay(
+    world: World,
+    send: Callable[[Message], None],
+    agent: str = "replay",
+    batch_size: int = DEFAULT_BATCH,
+    poll_ms: int | None = None,
+    progress: IO[str] | None = None,
+) -> ReplayStats:
+    """Generate every message and hand it to send; return the counts."""
+    stats = ReplayStats()
+    bar = _Progress(world.start_ms, world.end_ms, progress) if progress is not None else None
+    t0 = time.monotonic()
+    for message in replay_messages(world, agent, batch_size, poll_ms):
+        send(message)
+        stats.messages += 1
+        stats.samples += len(message.batch.samples)
+        if bar is not None:
+            bar.update(message.batch.samples[0].ts, stats)
+    stats.seconds = time.monotonic() - t0
+    if bar is not None:
+        bar.update(world.end_ms, stats, force=True)
+        progress.write("\n")  # type: ignore[union-attr]
+    return stats
+
+
+class JsonlSink:
+    """Writes messages as JSON lines: {"topic": ..., "payload": {...}}."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+
+    def __call__(self, message: Message) -> None:
+        self.stream.write(f'{{"topic":{json.dumps(message.topic)},"payload":{message.batch.model_dump_json()}}}\n')
+
+
+class MqttSink:
+    """Publishes messages QoS1, keeping at most INFLIGHT unacknowledged."""
+
+    def __init__(self, url: str, client_id: str, timeout_s: float = 30.0) -> None:
+        from shopfloor.mqtt import MqttLink, MqttSettings, PublishHandle
+
+        self.link = MqttLink(MqttSettings.from_url(url), client_id, max_inflight=INFLIGHT)
+        self.timeout_s = timeout_s
+        self._handles: deque[PublishHandle] = deque()
+        self.link.start()
+        if not self.link.wait_connected(timeout_s):
+            self.link.stop()
+            raise ConnectionError(f"MQTT broker {self.link.settings} did not accept a connection within {timeout_s} s")
+
+    def __call__(self, message: Message) -> None:
+        self._handles.append(self.link.publish(message.topic, message.batch.to_json(), qos=1))
+        while len(self._handles) > INFLIGHT:
+            self._wait(self._handles.popleft())
+
+    def _wait(self, handle: object) -> None:
+        if not handle.wait(self.timeout_s):  # type: ignore[attr-defined]
+            raise ConnectionError(f"MQTT broker {self.link.settings} did not acknowledge within {self.timeout_s} s")
+
+    def close(self) -> None:
+        """Wait for every acknowledgement, then disconnect."""
+        try:
+            while self._handles:
+                self._wait(self._handles.popleft())
+        finally:
+            self.link.stop()
+
+
+def parse_when(text: str, tz: str) -> int:
+    """Parse a date (midnight, site time) or an ISO datetime (site time if it has no zone) into epoch ms."""
+    zone = zoneinfo.ZoneInfo(tz)
+    try:
+        if len(text.strip()) == 10:
+            moment = datetime.combine(date.fromisoformat(text.strip()), datetime.min.time(), tzinfo=zone)
+        else:
+            moment = datetime.fromisoformat(text.strip())
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=zone)
+    except ValueError as exc:
+        raise ValueError(f"{text!r} is not a date (2026-11-01) or ISO datetime (2026-11-01T08:00+07:00)") from exc
+    return int(moment.timestamp() * 1000)
+
+
+def run_replay_cli(site: SiteConfig, args: argparse.Namespace) -> int:
+    """`shopfloor simulate --replay`: check the options, generate, publish or write, report."""
+    if not args.from_ or not args.to:
+        print("shopfloor simulate --replay needs --from and --to", file=sys.stderr)
+        return 2
+    if (args.mqtt is None) == (args.out is None):
+        print("shopfloor simulate --replay needs exactly one of --mqtt URL or --out FILE", file=sys.stderr)
+        return 2
+    try:
+        start_ms, end_ms = parse_when(args.from_, site.site.timezone), parse_when(args.to, site.site.timezone)
+    except ValueError as exc:
+        print(f"shopfloor simulate --replay: {exc}", file=sys.stderr)
+        return 2
+    if end_ms <= start_ms:
+        print("shopfloor simulate --replay: --to must be after --from", file=sys.stderr)
+        return 2
+    if not is_valid_id(args.agent_id):
+        print(f"shopfloor simulate --replay: --agent-id {args.agent_id!r} is not a valid id", file=sys.stderr)
+        return 2
+    scenario = load_scenario(Path(args.replay), site)
+    world = World(site, scenario, args.seed, start_ms, end_ms)
+    progress = sys.stderr
+    if args.out is not None:
+        with Path(args.out).open("w") as stream:
+            stats = run_replay(world, JsonlSink(stream), args.agent_id, args.batch, args.poll_ms, progress)
+    else:
+        try:
+            sink = MqttSink(args.mqtt, f"{args.agent_id}-replay-{os.getpid()}")
+        except (ConnectionError, ValueError) as exc:
+            print(f"shopfloor simulate --replay: {exc}", file=sys.stderr)
+            return 1
+        try:
+            stats = run_replay(world, sink, args.agent_id, args.batch, args.poll_ms, progress)
+        finally:
+            sink.close()
+    print(stats.summary(), file=sys.stderr)
+    if args.ground_truth is not None:
+        Path(args.ground_truth).write_text(world.ground_truth().to_json())
+        print(f"ground truth written to {args.ground_truth}", file=sys.stderr)
+    return 0

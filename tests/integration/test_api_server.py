@@ -1,0 +1,112 @@
+"""Serving the API for real: the background-thread server and the `shopfloor api` command."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from api.app import create_app
+from api.server import ServerError, serve, stop
+from shopfloor.cli import build_parser
+from shopfloor.config import ApiKey, Role, SiteConfig
+from shopfloor.influx import InfluxStore
+from shopfloor.keys import hash_key
+from shopfloor.services import InfluxDB, free_port
+
+pytestmark = pytest.mark.integration
+KEY = "sfk_server_test_operator"
+
+
+def test_serve_in_a_thread_and_stop(example_site: SiteConfig, influx_store: InfluxStore) -> None:
+    site = example_site.model_copy(update={"api_keys": [ApiKey(name="op", sha256=hash_key(KEY), role=Role.OPERATOR)]})
+    port = free_port()
+    server, thread = serve(create_app(site, influx_store), "127.0.0.1", port)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        assert httpx.get(f"{base}/healthz", timeout=5).json() == {"status": "ok", "store": True}
+        resp = httpx.get(f"{base}/v1/machines", headers={"Authorization": f"Bearer {KEY}"}, timeout=5)
+        assert resp.status_code == 200
+        assert len(resp.json()["machines"]) == len(site.machines)
+        assert httpx.get(f"{base}/v1/machines", timeout=5).status_code == 401
+    finally:
+        stop(server, thread)
+    assert not thread.is_alive()
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+
+
+def test_serve_on_a_taken_port_fails_clearly(example_site: SiteConfig, influx_store: InfluxStore) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ServerError, match=f"127.0.0.1:{port} did not start"):
+            serve(create_app(example_site, influx_store), "127.0.0.1", port, log_level="critical")
+
+
+def test_cli_parses_the_api_command(tmp_path: Path) -> None:
+    args = build_parser().parse_args(
+        ["api", "--site", "examples/site.yaml", "--influx-url", "http://h:1", "--influx-db", "d", "--port", "9"]
+    )
+    assert (args.command, args.site, args.influx_url, args.influx_db, args.host, args.port) == (
+        "api",
+        "examples/site.yaml",
+        "http://h:1",
+        "d",
+        "127.0.0.1",
+        9,
+    )
+    assert callable(args.func)
+
+
+def test_shopfloor_api_command_serves(influxdb: InfluxDB, influx_store: InfluxStore) -> None:
+    port = free_port()
+    argv = [
+        sys.executable,
+        "-m",
+        "shopfloor.cli",
+        "api",
+        "--influx-url",
+        influxdb.url,
+        "--influx-db",
+        influx_store.database,
+        "--port",
+        str(port),
+        "--log-level",
+        "WARNING",
+    ]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                resp = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                break
+            except httpx.HTTPError:
+                assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
+                assert time.monotonic() < deadline, "shopfloor api did not start listening"
+                time.sleep(0.1)
+        assert resp.json() == {"status": "ok", "store": True}
+        assert httpx.get(f"http://127.0.0.1:{port}/v1/usage", timeout=5).status_code == 401
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_shopfloor_api_with_a_bad_site_file_exits_2(tmp_path: Path) -> None:
+    bad = tmp_path / "site.yaml"
+    bad.write_text("site: {id: BAD}\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "shopfloor.cli", "api", "--site", str(bad), "--port", str(free_port())],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "configuration error" in result.stderr

@@ -1,0 +1,36 @@
+"""The analytics core stays pure: it imports only the standard library and itself."""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+import pytest
+
+CORE = Path(__file__).resolve().parents[2] / "api" / "core"
+
+
+def imported_roots(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    roots: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            roots.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            roots.add(node.module.split(".")[0])
+    return roots
+
+
+@pytest.mark.parametrize("path", sorted(CORE.glob("*.py")), ids=lambda p: p.name)
+def test_core_imports_only_stdlib(path: Path) -> None:
+    foreign = {r for r in imported_roots(path) if r not in sys.stdlib_module_names and r not in {"api", "__future__"}}
+    assert foreign == set(), f"{path.name} imports {foreign}"
+    api_modules = {
+        n.module for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.ImportFrom) and n.module
+    }
+    assert all(m.startswith("api.core") for m in api_modules if m.startswith("api")), api_modules
+
+
+def test_core_files_exist() -> None:
+    assert {p.name for p in CORE.glob("*.py")} >= {"timeline.py", "counters.py", "sessions.py", "usage.py"}
