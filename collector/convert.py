@@ -1,0 +1,64 @@
+"""Pure conversions: wire messages to store points, written seqs to commit messages. No I/O."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from shopfloor.contracts import SCHEMA_VERSION, StatusMessage, TelemetryBatch, Topic, TopicKind
+from shopfloor.influx import MACHINE_STATUS, TELEMETRY, Point
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Written:
+    """One telemetry batch the store has accepted (or dead-lettered for good): what a commit reports."""
+
+    site: str
+    agent: str
+    machine: str
+    seq: int
+
+
+def batch_to_points(batch: TelemetryBatch) -> list[Point]:
+    """Turn a telemetry batch into one point per sample (samples without values carry nothing to write)."""
+    tags = {"site": batch.site, "machine": batch.machine}
+    return [Point(TELEMETRY, dict(tags), dict(sample.values), sample.ts) for sample in batch.samples if sample.values]
+
+
+def status_to_point(topic: Topic, status: StatusMessage) -> Point:
+    """Turn a machine status message received on topic into a machine_status point."""
+    if topic.kind is not TopicKind.MACHINE_STATUS:
+        raise ValueError(f"topic {topic} is not a machine status topic; only machine statuses are stored")
+    return Point(
+        MACHINE_STATUS,
+        {"site": topic.site, "machine": topic.machine},
+        {"status": status.status.value, "agent": status.agent, "detail": status.detail},
+        status.ts,
+    )
+
+
+def seq_ranges(seqs: Iterable[int]) -> list[tuple[int, int]]:
+    """Merge seqs into sorted, inclusive [first, last] ranges of consecutive numbers."""
+    ranges: list[tuple[int, int]] = []
+    for seq in sorted(set(seqs)):
+        if ranges and seq == ranges[-1][1] + 1:
+            ranges[-1] = (ranges[-1][0], seq)
+        else:
+            ranges.append((seq, seq))
+    return ranges
+
+
+def commit_messages(written: Iterable[Written]) -> dict[Topic, bytes]:
+    """Build one commit payload per (site, agent): {"v": 1, "machines": {machine: [[first, last], ...]}}."""
+    per_agent: dict[tuple[str, str], dict[str, list[int]]] = {}
+    for w in written:
+        per_agent.setdefault((w.site, w.agent), {}).setdefault(w.machine, []).append(w.seq)
+    out: dict[Topic, bytes] = {}
+    for (site, agent), machines in sorted(per_agent.items()):
+        body = {
+            "v": SCHEMA_VERSION,
+            "machines": {m: [list(r) for r in seq_ranges(seqs)] for m, seqs in sorted(machines.items())},
+        }
+        out[Topic.commits(site, agent)] = json.dumps(body, separators=(",", ":")).encode()
+    return out

@@ -1,0 +1,475 @@
+"""The collector against real Mosquitto and real InfluxDB: exact writes, refusals, store outages, commits."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from collector.convert import seq_ranges
+from collector.service import Collector
+from shopfloor.contracts import MAX_PAYLOAD_BYTES, LinkStatus, StatusMessage, Topic
+from shopfloor.influx import InfluxStore, Point, Row
+from shopfloor.mqtt import InboundMessage, MqttLink, MqttSettings
+from shopfloor.services import Mosquitto, free_port
+
+pytestmark = pytest.mark.integration
+
+T0 = 1764291600000
+SITE = "bdg"
+PROBE = Topic.machine_status(SITE, "probe")
+
+
+def wait_for(check: Callable[[], bool], what: str, timeout_s: float = 15.0) -> None:
+    """Poll check until it holds; fail naming what did not happen."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def telemetry(
+    machine: str, seq: int, samples: list[dict[str, Any]], agent: str = "edge-1", site: str = SITE
+) -> dict[str, Any]:
+    """A telemetry payload as a dict (so tests can break it)."""
+    return {"v": 1, "agent": agent, "site": site, "machine": machine, "seq": seq, "samples": samples}
+
+
+def encode(payload: dict[str, Any]) -> bytes:
+    return json.dumps(payload).encode()
+
+
+class Client:
+    """A test-side MQTT client that publishes and records what it receives."""
+
+    def __init__(self, url: str, filters: list[str] | None = None) -> None:
+        self.received: list[InboundMessage] = []
+        self._lock = threading.Lock()
+        self.link = MqttLink(MqttSettings.from_url(url), f"test-{uuid.uuid4().hex[:10]}", on_message=self._on)
+        if filters:
+            self.link.subscribe(filters)
+        self.link.start()
+        assert self.link.wait_connected(10)
+
+    def _on(self, msg: InboundMessage) -> None:
+        with self._lock:
+            self.received.append(msg)
+
+    def messages(self) -> list[InboundMessage]:
+        with self._lock:
+            return list(self.received)
+
+    def publish(self, topic: Topic | str, payload: bytes) -> None:
+        assert self.link.publish(str(topic), payload, qos=1).wait(10)
+
+    def close(self) -> None:
+        self.link.stop()
+
+
+@pytest.fixture
+def broker(fresh_mosquitto: Mosquitto) -> Mosquitto:
+    """A broker of the test's own: retained messages other tests leave on a shared broker cannot leak in."""
+    return fresh_mosquitto
+
+
+@pytest.fixture
+def client(broker: Mosquitto) -> Iterator[Client]:
+    c = Client(broker.url)
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def make_collector(broker: Mosquitto) -> Iterator[Callable[..., Collector]]:
+    """Build collectors on the session broker; each gets its own client id unless given one, and is stopped."""
+    made: list[Collector] = []
+
+    def make(store: InfluxStore, **kwargs: Any) -> Collector:
+        kwargs.setdefault("client_id", f"collector-{uuid.uuid4().hex[:10]}")
+        kwargs.setdefault("flush_interval_s", 0.05)
+        c = Collector(MqttSettings.from_url(broker.url), store, **kwargs)
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        c.stop(timeout_s=1)
+
+
+def sync(collector: Collector, client: Client) -> None:
+    """Wait until the collector's subscription is live, by publishing probes until one arrives."""
+    assert collector.wait_connected(10)
+    start = collector.stats["received"]
+    deadline = time.monotonic() + 15
+    probe = StatusMessage(status=LinkStatus.ONLINE, ts=T0, agent="probe").to_json()
+    while collector.stats["received"] == start:
+        assert time.monotonic() < deadline, "collector never received a probe"
+        client.publish(PROBE, probe)
+        time.sleep(0.1)
+
+
+def rows(store: InfluxStore, machine: str) -> list[tuple[int, dict[str, Any]]]:
+    return [(r.ts_ms, r.fields) for r in store.telemetry(SITE, machine, T0 - 10_000, T0 + 10_000_000)]
+
+
+def all_telemetry(store: InfluxStore) -> list[Row]:
+    return store.rows("SELECT * FROM telemetry")
+
+
+def dead_letters(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def merged_commits(messages: list[InboundMessage]) -> dict[str, dict[str, list[tuple[int, int]]]]:
+    """All commit messages received, merged per agent topic and machine."""
+    seqs: dict[str, dict[str, set[int]]] = {}
+    for msg in messages:
+        body = json.loads(msg.payload)
+        assert body["v"] == 1
+        for machine, ranges in body["machines"].items():
+            for first, last in ranges:
+                assert first <= last
+                seqs.setdefault(msg.topic, {}).setdefault(machine, set()).update(range(first, last + 1))
+    return {t: {m: seq_ranges(s) for m, s in per.items()} for t, per in seqs.items()}
+
+
+def test_valid_messages_land_exactly_and_are_committed(
+    broker: Mosquitto, client: Client, influx_store: InfluxStore, make_collector: Callable[..., Collector]
+) -> None:
+    commits = Client(broker.url, [f"shopfloor/v1/{SITE}/agents/+/commits"])
+    try:
+        collector = make_collector(influx_store)
+        collector.start()
+        sync(collector, client)
+        sent = [
+            (
+                "cnc-01",
+                telemetry(
+                    "cnc-01",
+                    seq,
+                    [
+                        {"ts": T0 + seq * 1000, "values": {"state": "RUNNING", "good_count": seq, "energy_kwh": 2}},
+                        {"ts": T0 + seq * 1000 + 500, "values": {"power_kw": 1.5, "job": "J-7", "badge": 1001}},
+                    ],
+                ),
+            )
+            for seq in (1, 2, 3, 5)
+        ]
+        sent.append(("laser-01", telemetry("laser-01", 10, [{"ts": T0, "values": {"state": "IDLE", "door": True}}])))
+        sent.append(("cnc-02", telemetry("cnc-02", 1, [{"ts": T0, "values": {"stop_reason": 3}}], agent="edge-2")))
+        for machine, payload in sent:
+            client.publish(Topic.telemetry(SITE, machine), encode(payload))
+        status = StatusMessage(status=LinkStatus.UNREACHABLE, ts=T0 + 42, agent="edge-1", detail="no reply in 2 s")
+        client.publish(Topic.machine_status(SITE, "cnc-01"), status.to_json())
+
+        wait_for(lambda: len(rows(influx_store, "cnc-01")) == 8, "cnc-01's 8 samples in the store")
+        wait_for(lambda: len(influx_store.statuses(SITE, "cnc-01", T0, T0 + 100)) == 1, "cnc-01's status")
+        assert rows(influx_store, "cnc-01") == [
+            r
+            for seq in (1, 2, 3, 5)
+            for r in (
+                (T0 + seq * 1000, {"state": "RUNNING", "good_count": seq, "energy_kwh": 2.0}),
+                (T0 + seq * 1000 + 500, {"power_kw": 1.5, "job": "J-7", "badge": 1001}),
+            )
+        ]
+        wait_for(lambda: len(rows(influx_store, "cnc-02")) == 1, "cnc-02's sample")
+        assert rows(influx_store, "laser-01") == [(T0, {"state": "IDLE", "door": True})]
+        assert rows(influx_store, "cnc-02") == [(T0, {"stop_reason": 3})]
+        [status_row] = influx_store.statuses(SITE, "cnc-01", T0, T0 + 100)
+        assert (status_row.ts_ms, status_row.fields) == (
+            T0 + 42,
+            {"status": "unreachable", "agent": "edge-1", "detail": "no reply in 2 s"},
+        )
+        # Tags are site and machine only.
+        assert {tuple(sorted(r.tags)) for r in all_telemetry(influx_store)} == {("machine", "site")}
+
+        expected = {
+            f"shopfloor/v1/{SITE}/agents/edge-1/commits": {"cnc-01": [(1, 3), (5, 5)], "laser-01": [(10, 10)]},
+            f"shopfloor/v1/{SITE}/agents/edge-2/commits": {"cnc-02": [(1, 1)]},
+        }
+        wait_for(lambda: merged_commits(commits.messages()) == expected, "commits covering every written seq")
+        stats = collector.stats
+        assert stats["invalid"] == {}
+        assert stats["store_rejected"] == 0
+        assert stats["written_points"] >= 11  # 10 samples and 1 status, plus the probes
+    finally:
+        commits.close()
+
+
+def test_resent_batch_is_the_same_point(
+    client: Client, influx_store: InfluxStore, make_collector: Callable[..., Collector]
+) -> None:
+    collector = make_collector(influx_store)
+    collector.start()
+    sync(collector, client)
+    before = collector.stats["written_messages"]
+    payload = encode(telemetry("cnc-01", 7, [{"ts": T0, "values": {"good_count": 5}}, {"ts": T0 + 1, "values": {}}]))
+    client.publish(Topic.telemetry(SITE, "cnc-01"), payload)
+    client.publish(Topic.telemetry(SITE, "cnc-01"), payload)
+    wait_for(lambda: collector.stats["written_messages"] >= before + 2, "both copies written")
+    assert rows(influx_store, "cnc-01") == [(T0, {"good_count": 5})]
+
+
+def _good_samples() -> list[dict[str, Any]]:
+    return [{"ts": T0, "values": {"state": "RUNNING", "good_count": 1}}]
+
+
+def _with(**changes: Any) -> bytes:
+    return encode({**telemetry("cnc-01", 1, _good_samples()), **changes})
+
+
+def _values(values: dict[str, Any]) -> bytes:
+    return encode(telemetry("cnc-01", 1, [{"ts": T0, "values": values}]))
+
+
+TELEMETRY_TOPIC = str(Topic.telemetry(SITE, "cnc-01"))
+STATUS_TOPIC = str(Topic.machine_status(SITE, "cnc-01"))
+STATUS_OK = {"v": 1, "status": "online", "ts": T0, "agent": "edge-1"}
+
+BAD_INPUTS: list[tuple[str, str, bytes, str]] = [
+    ("non-json", TELEMETRY_TOPIC, b"hello, world", "malformed-json"),
+    ("binary-garbage", TELEMETRY_TOPIC, bytes(range(256)) * 8, "malformed-json"),
+    ("empty", TELEMETRY_TOPIC, b"", "malformed-json"),
+    ("deep-nesting", TELEMETRY_TOPIC, b"[" * 200_000, "malformed-json"),
+    ("oversize", TELEMETRY_TOPIC, _with() + b" " * MAX_PAYLOAD_BYTES, "oversize"),
+    ("v2", TELEMETRY_TOPIC, _with(v=2), "unknown-version"),
+    ("v-string", TELEMETRY_TOPIC, _with(v="1"), "unknown-version"),
+    ("not-an-object", TELEMETRY_TOPIC, b"[1, 2, 3]", "invalid-payload"),
+    ("bad-agent-id", TELEMETRY_TOPIC, _with(agent="Edge_1"), "invalid-payload"),
+    ("bad-site-id", TELEMETRY_TOPIC, _with(site="bdg/../x"), "invalid-payload"),
+    ("bad-id-in-topic", "shopfloor/v1/bdg/CNC_01/telemetry", _with(machine="CNC_01"), "unknown-topic"),
+    ("topic-mismatch", TELEMETRY_TOPIC, _with(machine="cnc-02"), "topic-mismatch"),
+    ("count-as-string", TELEMETRY_TOPIC, _values({"good_count": "12"}), "invalid-payload"),
+    ("count-as-bool", TELEMETRY_TOPIC, _values({"good_count": True}), "invalid-payload"),
+    ("count-as-float", TELEMETRY_TOPIC, _values({"good_count": 1.5}), "invalid-payload"),
+    ("nan", TELEMETRY_TOPIC, _values({"good_count": 1}).replace(b"1}", b'1, "energy_kwh": NaN}'), "invalid-payload"),
+    ("infinity", TELEMETRY_TOPIC, _values({"x": 1}).replace(b'"x": 1', b'"power_kw": Infinity'), "invalid-payload"),
+    ("negative-counter", TELEMETRY_TOPIC, _values({"good_count": -1}), "invalid-payload"),
+    ("negative-energy", TELEMETRY_TOPIC, _values({"energy_kwh": -0.5}), "invalid-payload"),
+    ("huge-seq", TELEMETRY_TOPIC, _with(seq=2**64), "invalid-payload"),
+    ("negative-seq", TELEMETRY_TOPIC, _with(seq=-1), "invalid-payload"),
+    ("unknown-state", TELEMETRY_TOPIC, _values({"state": "EXPLODING"}), "invalid-payload"),
+    ("lowercase-state", TELEMETRY_TOPIC, _values({"state": "running"}), "invalid-payload"),
+    ("extra-field", TELEMETRY_TOPIC, _with(extra=1), "invalid-payload"),
+    ("extra-sample-field", TELEMETRY_TOPIC, _with(samples=[{"ts": T0, "values": {}, "x": 1}]), "invalid-payload"),
+    ("bad-signal-name", TELEMETRY_TOPIC, _values({"good count": 1}), "invalid-payload"),
+    ("nested-value", TELEMETRY_TOPIC, _values({"job": {"id": 1}}), "invalid-payload"),
+    ("long-string", TELEMETRY_TOPIC, _values({"job": "x" * 300}), "invalid-payload"),
+    ("ts-zero", TELEMETRY_TOPIC, _with(samples=[{"ts": 0, "values": {"good_count": 1}}]), "invalid-payload"),
+    ("ts-float", TELEMETRY_TOPIC, _with(samples=[{"ts": T0 + 0.5, "values": {}}]), "invalid-payload"),
+    ("no-samples", TELEMETRY_TOPIC, _with(samples=[]), "invalid-payload"),
+    ("too-many-samples", TELEMETRY_TOPIC, _with(samples=[{"ts": T0, "values": {}}] * 1001), "invalid-payload"),
+    ("status-unknown", STATUS_TOPIC, encode({**STATUS_OK, "status": "exploded"}), "invalid-payload"),
+    ("status-v2", STATUS_TOPIC, encode({**STATUS_OK, "v": 2}), "unknown-version"),
+    ("status-extra", STATUS_TOPIC, encode({**STATUS_OK, "x": 1}), "invalid-payload"),
+    ("status-garbage", STATUS_TOPIC, b"\xff\xfe\x00", "malformed-json"),
+]
+
+
+@pytest.mark.parametrize(("topic", "payload", "kind"), [b[1:] for b in BAD_INPUTS], ids=[b[0] for b in BAD_INPUTS])
+def test_bad_input_is_counted_dead_lettered_and_never_written(
+    tmp_path: Path,
+    client: Client,
+    influx_store: InfluxStore,
+    make_collector: Callable[..., Collector],
+    topic: str,
+    payload: bytes,
+    kind: str,
+) -> None:
+    dl = tmp_path / "dl.jsonl"
+    collector = make_collector(influx_store, dead_letter=dl)
+    collector.start()
+    sync(collector, client)
+    client.publish(topic, payload)
+    # The collector keeps working: the next valid message is written.
+    client.publish(TELEMETRY_TOPIC, encode(telemetry("cnc-01", 2, [{"ts": T0 + 5, "values": {"good_count": 9}}])))
+    wait_for(lambda: len(rows(influx_store, "cnc-01")) == 1, "the next valid message in the store")
+
+    assert collector.stats["invalid"] == {kind: 1}
+    assert collector.stats["dead_lettered"] == 1
+    [letter] = dead_letters(dl)
+    assert (letter["topic"], letter["kind"], letter["payload_bytes"]) == (topic, kind, len(payload))
+    assert base64.b64decode(letter["payload_b64"]) == payload[:MAX_PAYLOAD_BYTES]
+    assert letter["detail"]
+    assert [(r.ts_ms, r.fields) for r in all_telemetry(influx_store)] == [(T0 + 5, {"good_count": 9})]
+    assert [r.tags["machine"] for r in influx_store.rows("SELECT * FROM machine_status")] == ["probe"]
+
+
+def test_stop_flushes_and_acks_so_a_restart_gets_nothing_again(
+    tmp_path: Path, client: Client, influx_store: InfluxStore, make_collector: Callable[..., Collector]
+) -> None:
+    client_id = f"collector-{uuid.uuid4().hex[:10]}"
+    # A long flush interval: only stop() can write these.
+    first = make_collector(influx_store, client_id=client_id, flush_interval_s=60, dead_letter=tmp_path / "dl.jsonl")
+    first.start()
+    sync(first, client)
+    base = first.stats["received"]
+    for seq in (1, 2, 3):
+        # Two samples each, so a redelivered batch would show as more points than messages below.
+        samples = [{"ts": T0 + seq, "values": {"badge": seq}}, {"ts": T0 + 100 + seq, "values": {"badge": 0}}]
+        client.publish(TELEMETRY_TOPIC, encode(telemetry("cnc-01", seq, samples)))
+    client.publish(TELEMETRY_TOPIC, b"not json")
+    wait_for(lambda: first.stats["received"] == base + 4, "four messages received")
+    assert rows(influx_store, "cnc-01") == []
+    first.stop()
+    assert rows(influx_store, "cnc-01") == [(T0 + seq, {"badge": seq}) for seq in (1, 2, 3)] + [
+        (T0 + 100 + seq, {"badge": 0}) for seq in (1, 2, 3)
+    ]
+
+    second = make_collector(influx_store, client_id=client_id, dead_letter=tmp_path / "dl2.jsonl")
+    second.start()
+    sync(second, client)
+    # The broker resends unacked messages first on reconnect; only probes (1 point each) may arrive after that.
+    wait_for(lambda: second.stats["written_messages"] == second.stats["received"], "probes written")
+    stats = second.stats
+    assert stats["invalid"] == {}
+    assert stats["written_points"] == stats["written_messages"], "a telemetry batch was redelivered"
+    assert not (tmp_path / "dl2.jsonl").exists()
+
+
+def test_store_down_acks_nothing_and_a_restart_loses_nothing(
+    client: Client, influxdb: Any, influx_store: InfluxStore, make_collector: Callable[..., Collector]
+) -> None:
+    client_id = f"collector-{uuid.uuid4().hex[:10]}"
+    closed = InfluxStore(f"http://127.0.0.1:{free_port()}", influx_store.database, timeout_s=1)
+    first = make_collector(closed, client_id=client_id, max_queue_points=4)
+    first.start()
+    sync(first, client)
+    for seq in range(1, 11):
+        client.publish(TELEMETRY_TOPIC, encode(telemetry("cnc-01", seq, [{"ts": T0 + seq, "values": {"badge": seq}}])))
+    wait_for(lambda: first.stats["store_failures"] >= 3, "three failed writes")
+    stats = first.stats
+    assert (stats["acked"], stats["written_messages"], stats["commits_published"]) == (0, 0, 0)
+    # Bounded queue: at most 4 points held plus the one message blocked in the MQTT callback.
+    assert stats["received"] <= 5
+    first.stop(timeout_s=0.5)
+    assert first.stats["abandoned"] >= 1
+    closed.close()
+
+    second = make_collector(influx_store, client_id=client_id)
+    second.start()
+    wait_for(lambda: len(rows(influx_store, "cnc-01")) == 10, "all ten redelivered batches in the store")
+    assert rows(influx_store, "cnc-01") == [(T0 + seq, {"badge": seq}) for seq in range(1, 11)]
+    assert second.stats["invalid"] == {}
+
+
+def test_field_type_conflict_dead_letters_only_the_poison_message(
+    tmp_path: Path,
+    broker: Mosquitto,
+    client: Client,
+    influx_store: InfluxStore,
+    make_collector: Callable[..., Collector],
+) -> None:
+    # The store already holds "mode" as a string: an integer "mode" is refused by InfluxDB itself.
+    influx_store.write([Point("telemetry", {"site": SITE, "machine": "cnc-01"}, {"mode": "auto"}, T0 - 1000)])
+    commits = Client(broker.url, [str(Topic.commits(SITE, "edge-1"))])
+    try:
+        dl = tmp_path / "dl.jsonl"
+        collector = make_collector(influx_store, dead_letter=dl, flush_interval_s=0.3)
+        collector.start()
+        sync(collector, client)
+        payloads = {
+            1: encode(telemetry("cnc-01", 1, [{"ts": T0 + 1, "values": {"mode": "manual", "good_count": 1}}])),
+            2: encode(telemetry("cnc-01", 2, [{"ts": T0 + 2, "values": {"mode": 3, "good_count": 2}}])),
+            3: encode(telemetry("cnc-01", 3, [{"ts": T0 + 3, "values": {"mode": "auto", "good_count": 3}}])),
+        }
+        for payload in payloads.values():
+            client.publish(TELEMETRY_TOPIC, payload)
+        wait_for(lambda: collector.stats["store_rejected"] == 1, "the poison message refused")
+        wait_for(lambda: len(rows(influx_store, "cnc-01")) == 3, "the other two messages written")
+        assert rows(influx_store, "cnc-01") == [
+            (T0 - 1000, {"mode": "auto"}),
+            (T0 + 1, {"mode": "manual", "good_count": 1}),
+            (T0 + 3, {"mode": "auto", "good_count": 3}),
+        ]
+        [letter] = dead_letters(dl)
+        assert (letter["kind"], letter["topic"]) == ("store-rejected", TELEMETRY_TOPIC)
+        assert "field type conflict" in letter["detail"]
+        assert base64.b64decode(letter["payload_b64"]) == payloads[2]
+        assert collector.stats["invalid"] == {}
+        # The poison message is committed too: it is dead-lettered for good, resending it cannot help.
+        expected = {str(Topic.commits(SITE, "edge-1")): {"cnc-01": [(1, 3)]}}
+        wait_for(lambda: merged_commits(commits.messages()) == expected, "commits for seqs 1..3")
+    finally:
+        commits.close()
+
+
+def test_topic_prefix_makes_a_shared_subscription(
+    client: Client, influx_store: InfluxStore, make_collector: Callable[..., Collector]
+) -> None:
+    collector = make_collector(influx_store, topic_prefix="$share/collectors/")
+    assert collector.filters == [
+        "$share/collectors/shopfloor/v1/+/+/telemetry",
+        "$share/collectors/shopfloor/v1/+/+/status",
+    ]
+    collector.start()
+    sync(collector, client)
+    client.publish(TELEMETRY_TOPIC, encode(telemetry("cnc-01", 1, [{"ts": T0, "values": {"good_count": 4}}])))
+    wait_for(lambda: rows(influx_store, "cnc-01") == [(T0, {"good_count": 4})], "the batch in the store")
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"batch_points": 0}, {"flush_interval_s": 0}, {"flush_interval_s": float("nan")}, {"max_queue_points": 0}],
+)
+def test_refuses_bad_settings(influx_store: InfluxStore, kwargs: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="collector: "):
+        Collector(MqttSettings(), influx_store, **kwargs)
+
+
+def test_copies_received_before_a_reconnect_are_written_but_not_acked(
+    fresh_mosquitto: Mosquitto, influx_store: InfluxStore
+) -> None:
+    # After a reconnect the broker may reuse the message ids of the old connection: acking an old copy could ack a
+    # different, unwritten message.
+    collector = Collector(
+        MqttSettings.from_url(fresh_mosquitto.url),
+        influx_store,
+        client_id=f"collector-{uuid.uuid4().hex[:10]}",
+        flush_interval_s=60,
+    )
+    collector.start()
+    publisher = Client(fresh_mosquitto.url)
+    try:
+        sync(collector, publisher)
+        base = collector.stats["received"]
+        for seq in (1, 2):
+            publisher.publish(TELEMETRY_TOPIC, encode(telemetry("cnc-01", seq, [{"ts": T0 + seq, "values": {}}])))
+        wait_for(lambda: collector.stats["received"] >= base + 2, "both messages received")
+        fresh_mosquitto.kill()
+        fresh_mosquitto.start()
+        wait_for(lambda: collector.stats["connects"] == 2, "the collector reconnected")
+    finally:
+        publisher.close()
+        collector.stop()
+    stats = collector.stats
+    assert stats["received"] >= base + 2
+    assert (stats["written_messages"], stats["acked"], stats["stale_acks_skipped"]) == (
+        stats["received"],
+        0,
+        stats["received"],
+    )
+
+
+def test_cleared_retained_status_is_ignored_not_refused(
+    tmp_path: Path, client: Client, influx_store: InfluxStore, make_collector: Callable[..., Collector]
+) -> None:
+    dl = tmp_path / "dl.jsonl"
+    collector = make_collector(influx_store, dead_letter=dl)
+    collector.start()
+    sync(collector, client)
+    # An empty retained payload is how MQTT deletes a retained message; subscribers see it as an empty message.
+    assert client.link.publish(STATUS_TOPIC, b"", qos=1, retain=True).wait(10)
+    wait_for(lambda: collector.stats["ignored"] == 1, "the empty status ignored")
+    assert collector.stats["invalid"] == {}
+    assert not dl.exists()
+    assert [r.tags["machine"] for r in influx_store.rows("SELECT * FROM machine_status")] == ["probe"]
