@@ -140,7 +140,12 @@ async def run_demo(args: argparse.Namespace) -> int:
         print(_banner(api_url, keys, mqtt_url, influx_url, args.influx_db, workdir), flush=True)
 
         deadline = time.monotonic() + args.duration if args.duration else None
+        next_board = time.monotonic() + args.board_every if args.board_every else None
+        admin_key = keys.keys["demo-admin"][0]
         while not stop.is_set():
+            if next_board is not None and time.monotonic() >= next_board:
+                next_board += args.board_every
+                print(await asyncio.to_thread(board, api_url, admin_key), flush=True)
             timeout = 1.0 if deadline is None else max(0.0, min(1.0, deadline - time.monotonic()))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout)
@@ -184,12 +189,23 @@ def _run(args: argparse.Namespace) -> int:
     return asyncio.run(run_demo(args))
 
 
-def check_api(url: str, key: str) -> dict[str, Any]:
-    """Fetch /v1/machines (used by the demo smoke test)."""
-    resp = httpx.get(f"{url}/v1/machines", headers={"Authorization": f"Bearer {key}"}, timeout=5)
-    resp.raise_for_status()
-    data: dict[str, Any] = resp.json()
-    return data
+def board(url: str, key: str) -> str:
+    """Render the API's /v1/machines as a small text board, as an operator would glance at it."""
+    try:
+        resp = httpx.get(f"{url}/v1/machines", headers={"Authorization": f"Bearer {key}"}, timeout=5)
+        resp.raise_for_status()
+        machines = resp.json()["machines"]
+    except (httpx.HTTPError, KeyError, ValueError) as exc:
+        return f"[board] API not answering: {exc}"
+    lines = [f"[board {time.strftime('%H:%M:%S')}] machine    state        tenant   job          good  reject"]
+    for m in machines:
+        counters = m.get("counters") or {}
+        lines.append(
+            f"               {m['id']:<10} {m['state']:<12} {m.get('tenant') or '-':<8} {m.get('job') or '-':<12}"
+            f" {counters.get('good_count') if counters.get('good_count') is not None else '-':>5}"
+            f" {counters.get('reject_count') if counters.get('reject_count') is not None else '-':>7}"
+        )
+    return "\n".join(lines)
 
 
 def add_parser(sub: Any) -> None:
@@ -212,6 +228,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--influx-url", help="use this InfluxDB instead of starting one")
     p.add_argument("--influx-db", default="shopfloor", help="database name (default: %(default)s)")
     p.add_argument("--duration", type=float, default=0, help="stop after this many seconds (default: run until Ctrl-C)")
+    p.add_argument(
+        "--board-every", type=float, default=15, help="print a machine board every S seconds, 0 = never (default: 15)"
+    )
     p.add_argument("--ground-truth", help="write the simulator's ground truth JSON here on exit")
     p.add_argument("--keep", action="store_true", help="keep the temporary work directory")
     p.set_defaults(func=_run)

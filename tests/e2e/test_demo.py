@@ -1,0 +1,66 @@
+"""`shopfloor demo` as a user runs it: one command, prints where the API is and a key that works."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.e2e
+SHOPFLOOR = Path(sys.executable).parent / "shopfloor"
+
+
+def test_demo_command_serves_live_machines() -> None:
+    proc = subprocess.Popen(
+        [str(SHOPFLOOR), "demo", "--port", "0", "--duration", "120", "--board-every", "0", "--log-level", "WARNING"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert proc.stdout is not None
+    output: list[str] = []
+    try:
+        url = key = None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and (url is None or key is None):
+            line = proc.stdout.readline()
+            if not line:
+                break
+            output.append(line)
+            if m := re.search(r"API\s+(http://\S+)", line):
+                url = m.group(1)
+            if m := re.search(r"demo-admin\s+admin\s+(\S+)", line):
+                key = m.group(1)
+        assert url and key, "".join(output)
+        headers = {"Authorization": f"Bearer {key}"}
+        assert httpx.get(f"{url}/healthz", timeout=5).status_code == 200
+        assert httpx.get(f"{url}/v1/machines", timeout=5).status_code == 401
+
+        # Within a few poll intervals every simulated machine has been heard from through the whole chain.
+        seen: set[str] = set()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            machines = httpx.get(f"{url}/v1/machines", headers=headers, timeout=5).json()["machines"]
+            seen = {m["id"] for m in machines if m["last_seen"] is not None and m["link"] == "online"}
+            if len(seen) == len(machines):
+                break
+            time.sleep(0.5)
+        assert seen == {"cnc-01", "cnc-02", "laser-01", "press-01", "brake-01"}
+
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=60)
+        output.append(rest)
+        assert proc.returncode == 0, "".join(output)
+        assert "stopping" in rest
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
