@@ -472,4 +472,6 @@ def test_cleared_retained_status_is_ignored_not_refused(
     wait_for(lambda: collector.stats["ignored"] == 1, "the empty status ignored")
     assert collector.stats["invalid"] == {}
     assert not dl.exists()
+    # The probe is written by the writer thread a flush later; the empty status never is.
+    wait_for(lambda: collector.stats["written_messages"] >= 1, "the probe written")
     assert [r.tags["machine"] for r in influx_store.rows("SELECT * FROM machine_status")] == ["probe"]
