@@ -172,6 +172,11 @@ class MachineCoordinator:
                     # A bug in handling one poll must not stop this machine's polling for good.
                     self.stats["internal_errors"] += 1
                     log.exception("machine %r: internal error while handling a poll; polling goes on", self.machine.id)
+                # pymodbus turns a cancellation during a read into its own error, which would swallow our
+                # cancel and keep polling (seen under load in bench/e2e_throughput.py): honour it here.
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise asyncio.CancelledError
         finally:
             reader.close()
 
