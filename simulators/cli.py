@@ -27,6 +27,19 @@ time scaling:
   resolution needs 1/60 s polls, which is too fast: prefer poll_interval_s 0.5-1 and accept a 30-60 s
   simulated resolution. Timestamps an agent stamps are wall-clock; they match the ground truth only at speed 1.
 
+replay:
+  --replay publishes, for every served machine, what an edge agent polling it every poll_interval_s (or
+  --poll-interval) would have published: TelemetryBatch messages (QoS 1) and the machine's retained status
+  (online at the first poll; unreachable at the first poll inside an unreachable, Modbus-exception or
+  too-slow-reply window; online again at the first poll after it), all stamped with scenario time.
+  --out writes one JSON object per line instead, in publishing order:
+    {"topic": "shopfloor/v1/bdg/cnc-01/telemetry", "retain": false, "payload": {...TelemetryBatch...}}
+    {"topic": "shopfloor/v1/bdg/cnc-01/status", "retain": true, "payload": {...StatusMessage...}}
+
+scenarios:
+  A scenario with `repeat: true` starts over every `duration` (the packaged demo repeats every 12 h), so a live
+  run lasts until Ctrl-C and a replay covers any --from..--to. See simulators/scenarios/demo.yaml for the format.
+
 examples:
   shopfloor simulate                                   # the packaged demo scenario on the example site
   shopfloor simulate --scenario simulators/scenarios/e2e-two-tenants.yaml --ground-truth truth.json
@@ -54,29 +67,62 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--scenario",
         default=None,
-        help="scenario YAML (default: the packaged demo.yaml); a bare name like 'faults' picks a packaged one",
+        help="serve: scenario YAML (default: the packaged demo.yaml); a bare name like 'faults' picks a packaged one",
     )
-    p.add_argument("--seed", type=int, default=1, help="seed of the random parts (default: %(default)s)")
-    p.add_argument("--speed", type=float, default=1.0, help="simulated seconds per wall second (default: %(default)s)")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=1,
+        help="seed of the random parts (jitter, rejects, random stops); same scenario + seed = same run "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--speed",
+        type=float,
+        default=1.0,
+        help="serve: simulated seconds per wall second, see 'time scaling' (default: %(default)s)",
+    )
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="serve: address to listen on; ports and unit ids come from the site file (default: %(default)s)",
+    )
     p.add_argument(
         "--start",
         default=None,
-        help="simulated start time, ISO 8601 with zone (default: now, so agent timestamps match the truth)",
+        help="serve: simulated start time, ISO 8601 with zone (default: now, so agent timestamps match the truth)",
     )
-    p.add_argument("--ground-truth", type=Path, default=None, help="write what really happened here, as JSON")
-    p.add_argument("--list-models", action="store_true", help="list the device profiles and simulated models")
-    p.add_argument("--print-registers", metavar="MODEL", help="print a model's register map as a table")
+    p.add_argument(
+        "--ground-truth",
+        type=Path,
+        default=None,
+        help="serve and replay: write what really happened here, as JSON, at the end (or on Ctrl-C)",
+    )
+    p.add_argument(
+        "--list-models",
+        action="store_true",
+        help="list the site's device profiles, their machines and whether the simulator has their own behaviour",
+    )
+    p.add_argument(
+        "--print-registers",
+        metavar="MODEL",
+        help="print a model's register map: address, table, type, words, word order, scale, signal, unit or states",
+    )
     p.add_argument(
         "--replay",
         metavar="SCENARIO",
-        help="instead of serving Modbus, publish the telemetry an agent would have sent for --from..--to",
+        help="instead of serving Modbus, publish the telemetry and machine status an agent would have sent for "
+        "--from..--to (a file, or a packaged scenario's name)",
     )
     p.add_argument("--from", dest="from_", metavar="WHEN", help="replay start: date or datetime (site time zone)")
     p.add_argument("--to", metavar="WHEN", help="replay end (exclusive): date or datetime (site time zone)")
     p.add_argument("--mqtt", default=None, help="replay: broker URL, mqtt://[user:pass@]host:port")
-    p.add_argument("--out", type=Path, default=None, help="replay: write messages as JSON lines here instead")
-    p.add_argument("--agent-id", default="replay", help="replay: agent id in the payloads (default: %(default)s)")
+    p.add_argument(
+        "--out", type=Path, default=None, help="replay: write the messages as JSON lines here instead (see 'replay')"
+    )
+    p.add_argument(
+        "--agent-id", default="replay", help="replay: agent id in telemetry and status payloads (default: %(default)s)"
+    )
     p.add_argument("--batch", type=int, default=60, help="replay: samples per message, 1..1000 (default: %(default)s)")
     p.add_argument(
         "--poll-interval",
@@ -89,11 +135,12 @@ def add_parser(sub: Any) -> None:
 
 
 def _scenario_path(value: str | None) -> Path:
+    """A scenario file, or a packaged one by bare name ('faults' or 'faults.yaml') if no such file exists."""
     if value is None:
         return packaged_scenario("demo")
     path = Path(value)
-    if not path.exists() and "/" not in value and not value.endswith(".yaml"):
-        return packaged_scenario(value)
+    if not path.exists() and "/" not in value:
+        return packaged_scenario(value.removesuffix(".yaml"))
     return path
 
 

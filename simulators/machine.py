@@ -8,6 +8,7 @@ often or when the model is queried.
 
 from __future__ import annotations
 
+import bisect
 import random
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -21,6 +22,11 @@ _NEVER = 1 << 62
 _PRECEDENCE = {S.STOPPED: 1, S.MAINTENANCE: 2, S.OFF: 3}
 MICROSTOP_MS = (3_000, 25_000)
 MIN_BREAKDOWN_MS = 60_000
+
+
+def _wrap(count: int, modulus: int | None) -> int:
+    """A part counter as the PLC holds it: it wraps at the register's width (no wrap: float registers)."""
+    return count % modulus if modulus is not None else count
 
 
 class Interval(NamedTuple):
@@ -77,10 +83,10 @@ class MachineSim:
         self._activity: MachineState = plan.initial_state
         self._activity_end: int | None = None
         self._interrupt: _Interrupt | None = None
-        self._actions = plan.actions
-        self._next_action = 0
+        self._actions = plan.action_stream()
         self.intervals: list[Interval] = []
-        self._open: tuple[int, MachineState, int, str, int] | None = None
+        self.interval_kw: list[float] = []  # power draw in each interval, parallel to intervals
+        self._open: tuple[int, MachineState, int, str, int, float] | None = None
         self.good_ts: list[int] = []
         self.reject_ts: list[int] = []
         self.events: list[TruthEvent] = []
@@ -98,8 +104,14 @@ class MachineSim:
         return self._interrupt.reason if self._interrupt is not None else 0
 
     def power_kw(self) -> float:
-        """Power draw in the current state."""
-        return self.behaviour.power_kw[self.state]
+        """Power draw in the current state (while RUNNING, scaled by the job's power factor)."""
+        state = self.state
+        kw = self.behaviour.power_kw[state]
+        if state is S.RUNNING:
+            job = self._current_job()
+            if job is not None:
+                kw *= job.power_factor
+        return kw
 
     def values(self, t_ms: int) -> dict[str, SignalValue]:
         """Signals a PLC shows at t_ms (call advance(t_ms) first)."""
@@ -110,8 +122,8 @@ class MachineSim:
             "stop_reason": self.stop_reason,
             "badge": self.badge,
             "job": self.job,
-            "good_count": self._good0 + self.good + self._good_off,
-            "reject_count": self._reject0 + self.reject + self._reject_off,
+            "good_count": _wrap(self._good0 + self.good + self._good_off, self.plan.good_modulus),
+            "reject_count": _wrap(self._reject0 + self.reject + self._reject_off, self.plan.reject_modulus),
             "energy_kwh": max(0.0, self._energy0 + energy + self._energy_off),
             "power_kw": self.power_kw(),
         }
@@ -124,14 +136,17 @@ class MachineSim:
 
     def next_event_ms(self) -> int:
         """When the next scripted action or internal event happens (a large number if never)."""
-        action = self._actions[self._next_action].at_ms if self._next_action < len(self._actions) else _NEVER
-        return min(action, self._timer())
+        return min(self._next_action_ms(), self._timer())
+
+    def _next_action_ms(self) -> int:
+        action = self._actions.peek()
+        return action.at_ms if action is not None else _NEVER
 
     # -- time ------------------------------------------------------------------------------------------------
     def advance(self, t_ms: int) -> None:
         """Process everything that happens up to and including t_ms."""
         while True:
-            action_at = self._actions[self._next_action].at_ms if self._next_action < len(self._actions) else _NEVER
+            action_at = self._next_action_ms()
             timer_at = self._timer()
             at = min(action_at, timer_at)
             if at > t_ms:
@@ -140,20 +155,20 @@ class MachineSim:
             if timer_at <= action_at:
                 self._on_timer()
             else:
-                action = self._actions[self._next_action]
-                self._next_action += 1
-                self._apply(action)
+                self._apply(self._actions.pop())
             self._mark()
 
-    def intervals_until(self, end_ms: int) -> list[Interval]:
-        """Intervals so far, the open one cut at end_ms (call advance(end_ms - 1) first)."""
-        out = [iv for iv in self.intervals if iv.start_ms < end_ms]
+    def intervals_until(self, end_ms: int) -> tuple[list[Interval], list[float]]:
+        """Intervals so far and their power draw, the open one cut at end_ms (call advance(end_ms - 1) first)."""
+        count = bisect.bisect_left([iv.start_ms for iv in self.intervals], end_ms)
+        out, kw = self.intervals[:count], self.interval_kw[:count]
         if out and out[-1].end_ms > end_ms:
             out[-1] = out[-1]._replace(end_ms=end_ms)
         if self._open is not None and self._open[0] < end_ms:
-            start, state, badge, job, reason = self._open
+            start, state, badge, job, reason, power = self._open
             out.append(Interval(start, end_ms, state, badge, job, reason))
-        return out
+            kw.append(power)
+        return out, kw
 
     def _timer(self) -> int:
         if self._interrupt is not None:
@@ -166,12 +181,13 @@ class MachineSim:
             self.now_ms = t_ms
 
     def _mark(self) -> None:
-        key = (self.state, self.badge, self.job, self.stop_reason)
+        key = (self.state, self.badge, self.job, self.stop_reason, self.power_kw())
         if self._open is not None and self._open[1:] == key:
             return
         if self._open is not None and self.now_ms > self._open[0]:
-            start, state, badge, job, reason = self._open
+            start, state, badge, job, reason, power = self._open
             self.intervals.append(Interval(start, self.now_ms, state, badge, job, reason))
+            self.interval_kw.append(power)
         self._open = (self.now_ms, *key)
 
     # -- internal events -------------------------------------------------------------------------------------

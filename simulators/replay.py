@@ -3,8 +3,10 @@
 Each machine is "polled" at its poll interval from the period's start; each poll goes through the device
 profile (encode, then decode, like a real register read), so values carry the same precision an agent sees.
 Polls that fall in an unreachable or exception window, or whose reply would come after the machine's timeout,
-give no sample, as with a real agent. Samples are batched into TelemetryBatch messages stamped with scenario
-time and go to MQTT (QoS1, as fast as the broker acknowledges) or to a JSON-lines file.
+give no sample, as with a real agent, and, as the agent does, the machine's retained status goes `unreachable`
+at the first such poll and `online` again at the first poll that succeeds (and `online` at the first poll of
+the replay). Samples are batched into TelemetryBatch messages stamped with scenario time; they and the status
+messages go to MQTT (QoS1, as fast as the broker acknowledges; statuses retained) or to a JSON-lines file.
 """
 
 from __future__ import annotations
@@ -24,9 +26,17 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import IO
 
-from shopfloor.codec import DecodeError, decode_value, encode_value
+from shopfloor.codec import DecodeError, decode_value, encode_value, plan_reads
 from shopfloor.config import DeviceProfile, SiteConfig
-from shopfloor.contracts import MAX_SAMPLES_PER_BATCH, SignalValue, TelemetryBatch, Topic, is_valid_id
+from shopfloor.contracts import (
+    MAX_SAMPLES_PER_BATCH,
+    LinkStatus,
+    SignalValue,
+    StatusMessage,
+    TelemetryBatch,
+    Topic,
+    is_valid_id,
+)
 from simulators.plan import FaultKind
 from simulators.scenario import load_scenario
 from simulators.world import World
@@ -38,10 +48,34 @@ INFLIGHT = 1000  # QoS1 messages awaiting PUBACK before we wait for the oldest
 
 @dataclass(frozen=True, slots=True)
 class Message:
-    """One telemetry message as an agent would publish it."""
+    """One message as an agent would publish it: a telemetry batch, or a retained machine status."""
 
     topic: str
-    batch: TelemetryBatch
+    batch: TelemetryBatch | None = None
+    status: StatusMessage | None = None
+
+    def __post_init__(self) -> None:
+        if (self.batch is None) == (self.status is None):
+            raise ValueError("a replay message carries exactly one of a telemetry batch or a status")
+
+    @property
+    def ts(self) -> int:
+        """Scenario time of the message: its first sample's, or the status change's."""
+        if self.batch is not None:
+            return self.batch.samples[0].ts
+        assert self.status is not None
+        return self.status.ts
+
+    @property
+    def retain(self) -> bool:
+        """Statuses are retained (the broker keeps the latest per machine), telemetry is not."""
+        return self.status is not None
+
+    def payload_json(self) -> str:
+        """The payload as JSON text, exactly as published."""
+        payload = self.batch if self.batch is not None else self.status
+        assert payload is not None
+        return payload.model_dump_json()
 
 
 @dataclass
@@ -50,42 +84,94 @@ class ReplayStats:
 
     messages: int = 0
     samples: int = 0
+    statuses: int = 0
     seconds: float = 0.0
 
     def summary(self) -> str:
         """One line for humans."""
         rate = self.samples / self.seconds if self.seconds > 0 else 0.0
         return (
-            f"replay: {self.messages} messages, {self.samples} samples in {self.seconds:.1f} s "
+            f"replay: {self.messages} messages ({self.messages - self.statuses} telemetry, {self.statuses} status), "
+            f"{self.samples} samples in {self.seconds:.1f} s "
             f"({rate:,.0f} samples/s, {self.messages / max(self.seconds, 1e-9):,.0f} messages/s)"
         )
+
+
+@dataclass(frozen=True, slots=True)
+class _Outage:
+    start_ms: int
+    end_ms: int
+    detail: str
+
+
+def _outages(world: World, machine_id: str) -> list[_Outage]:
+    """Windows in which every poll of machine fails, overlapping ones merged, with the agent's failure text."""
+    machine = world.site.machine(machine_id)
+    assert machine is not None
+    first = plan_reads(world.site.profile(machine.profile))[0]
+    what = f"{first.table} registers {first.start}..{first.end - 1} read failed"
+    texts = {
+        FaultKind.UNREACHABLE: f"read failed (cannot connect to {machine.host}:{machine.port} (connection refused))",
+        FaultKind.MODBUS_EXCEPTION: f"{what} (PLC replied with Modbus exception {{code}})",
+        FaultKind.SLOW_REPLIES: f"{what} (no reply within {machine.timeout_s} s)",
+    }
+    out: list[_Outage] = []
+    for fault in world.plan.faults_in(world.start_ms, world.end_ms):
+        if fault.machine != machine_id:
+            continue
+        if fault.kind is FaultKind.SLOW_REPLIES and fault.delay_s < machine.timeout_s:
+            continue  # late but within the agent's timeout: polls succeed
+        detail = texts[fault.kind].format(code=fault.code)
+        if out and fault.start_ms <= out[-1].end_ms:
+            last = out[-1]
+            out[-1] = _Outage(last.start_ms, max(last.end_ms, fault.end_ms), last.detail)
+        else:
+            out.append(_Outage(fault.start_ms, fault.end_ms, detail))
+    return out
 
 
 def _machine_messages(
     world: World, machine_id: str, agent: str, batch_size: int, poll_ms: int | None
 ) -> Iterator[Message]:
+    """One machine's messages in the order an agent publishes them.
+
+    Like the agent: the first poll's outcome publishes online or unreachable; afterwards only changes are
+    published, each stamped with the time of the poll that saw it; pending samples go out before an
+    unreachable status, and an online status before the samples that follow it.
+    """
     site = world.site
     machine = site.machine(machine_id)
     assert machine is not None
     profile = site.profile(machine.profile)
     roundtrip = _Roundtrip(profile)
     step = poll_ms if poll_ms is not None else max(1, round(machine.poll_interval_s * 1000))
-    silent = [
-        (f.start_ms, f.end_ms)
-        for f in world.plan.faults
-        if f.machine == machine_id and (f.kind is not FaultKind.SLOW_REPLIES or f.delay_s >= machine.timeout_s)
-    ]
+    outages = _outages(world, machine_id)
     topic = str(Topic.telemetry(site.site.id, machine_id))
+    status_topic = str(Topic.machine_status(site.site.id, machine_id))
     seq = 0
     pending: list[dict[str, object]] = []
+    link: LinkStatus | None = None
+    next_outage = 0
     t = world.start_ms
     while t < world.end_ms:
-        if not any(a <= t < b for a, b in silent):
+        while next_outage < len(outages) and outages[next_outage].end_ms <= t:
+            next_outage += 1
+        outage = outages[next_outage] if next_outage < len(outages) else None
+        if outage is not None and outage.start_ms <= t:
+            if link is not LinkStatus.UNREACHABLE:
+                if pending:
+                    yield Message(topic, _batch(agent, site.site.id, machine_id, seq, pending))
+                    seq, pending = seq + 1, []
+                link = LinkStatus.UNREACHABLE
+                yield Message(status_topic, status=StatusMessage(status=link, ts=t, agent=agent, detail=outage.detail))
+        else:
+            if link is not LinkStatus.ONLINE:
+                link = LinkStatus.ONLINE
+                yield Message(status_topic, status=StatusMessage(status=link, ts=t, agent=agent))
             pending.append({"ts": t, "values": roundtrip(world.values(machine_id, t))})
             if len(pending) >= batch_size:
                 yield Message(topic, _batch(agent, site.site.id, machine_id, seq, pending))
-                seq += 1
-                pending = []
+                seq, pending = seq + 1, []
         t += step
     if pending:
         yield Message(topic, _batch(agent, site.site.id, machine_id, seq, pending))
@@ -137,7 +223,7 @@ def replay_messages(
     if not 1 <= batch_size <= MAX_SAMPLES_PER_BATCH:
         raise ValueError(f"batch size must be 1..{MAX_SAMPLES_PER_BATCH}, got {batch_size}")
     streams = [_machine_messages(world, m, agent, batch_size, poll_ms) for m in world.machines]
-    yield from heapq.merge(*streams, key=lambda msg: (msg.batch.samples[0].ts, msg.batch.machine))
+    yield from heapq.merge(*streams, key=lambda msg: msg.ts)
 
 
 class _Progress:
@@ -178,9 +264,12 @@ def run_replay(
     for message in replay_messages(world, agent, batch_size, poll_ms):
         send(message)
         stats.messages += 1
-        stats.samples += len(message.batch.samples)
+        if message.batch is not None:
+            stats.samples += len(message.batch.samples)
+        else:
+            stats.statuses += 1
         if bar is not None:
-            bar.update(message.batch.samples[0].ts, stats)
+            bar.update(message.ts, stats)
     stats.seconds = time.monotonic() - t0
     if bar is not None:
         bar.update(world.end_ms, stats, force=True)
@@ -189,13 +278,19 @@ def run_replay(
 
 
 class JsonlSink:
-    """Writes messages as JSON lines: {"topic": ..., "payload": {...}}."""
+    """Writes messages as JSON lines, one per message, in publishing order.
+
+    Each line is {"topic": "shopfloor/v1/{site}/{machine}/telemetry" or ".../status", "retain": false|true,
+    "payload": {...}}; the payload is exactly what would be published (a TelemetryBatch, or a retained
+    StatusMessage), so `parse_telemetry` / `parse_status` accept it with the line's topic.
+    """
 
     def __init__(self, stream: IO[str]) -> None:
         self.stream = stream
 
     def __call__(self, message: Message) -> None:
-        self.stream.write(f'{{"topic":{json.dumps(message.topic)},"payload":{message.batch.model_dump_json()}}}\n')
+        topic, retain = json.dumps(message.topic), "true" if message.retain else "false"
+        self.stream.write(f'{{"topic":{topic},"retain":{retain},"payload":{message.payload_json()}}}\n')
 
 
 class MqttSink:
@@ -213,7 +308,8 @@ class MqttSink:
             raise ConnectionError(f"MQTT broker {self.link.settings} did not accept a connection within {timeout_s} s")
 
     def __call__(self, message: Message) -> None:
-        self._handles.append(self.link.publish(message.topic, message.batch.to_json(), qos=1))
+        payload = message.payload_json().encode()
+        self._handles.append(self.link.publish(message.topic, payload, qos=1, retain=message.retain))
         while len(self._handles) > INFLIGHT:
             self._wait(self._handles.popleft())
 

@@ -6,17 +6,28 @@ into per-machine actions for a concrete start time.
 
 from __future__ import annotations
 
+import itertools
 import re
 from datetime import datetime, time
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import ErrorDetails, InitErrorDetails
 
 from shopfloor.config import SiteConfig
 from shopfloor.contracts import Id
-from shopfloor.yamlfile import ConfigError, load_model
+from shopfloor.yamlfile import ConfigError, load_model, read_yaml, validation_message
 
 MAX_DURATION_MS = 400 * 86_400_000
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)")
@@ -63,6 +74,23 @@ def _to_at(value: Any) -> int | datetime:
     return parse_duration_ms(value)
 
 
+class LocatedError(ValueError):
+    """A cross-field problem of a scenario, with the path of the field it is about (for file:line messages)."""
+
+    def __init__(self, loc: tuple[str | int, ...], message: str) -> None:
+        super().__init__(message)
+        self.loc = loc
+
+
+def _fmt(ms: int) -> str:
+    """Render an offset in ms as 1h2m3s."""
+    seconds, rest = divmod(ms, 1000)
+    hours, seconds = divmod(seconds, 3600)
+    minutes, seconds = divmod(seconds, 60)
+    text = "".join(f"{n}{u}" for n, u in ((hours, "h"), (minutes, "m"), (seconds, "s")) if n)
+    return (text + (f"{rest}ms" if rest else "")) or "0s"
+
+
 Duration = Annotated[int, BeforeValidator(_to_ms)]
 At = Annotated[int | datetime, BeforeValidator(_to_at)]
 _Strict = ConfigDict(extra="forbid", frozen=True)
@@ -80,6 +108,9 @@ class JobSpec(BaseModel):
     reject_rate: float = Field(default=0.02, ge=0, le=1)
     quantity: int | None = Field(default=None, ge=1, le=10_000_000, description="parts, then the next job")
     setup: Duration = Field(default=8000, description="SETUP dwell before the first part (>= 2 s)")
+    power_factor: float = Field(
+        default=1.0, gt=0, le=10, description="power draw while RUNNING this job, relative to the model's"
+    )
 
     @field_validator("setup")
     @classmethod
@@ -110,6 +141,14 @@ class SessionSpec(BaseModel):
         if self.duration is not None and self.duration < 5000:
             raise ValueError("a session must last at least 5s")
         return self
+
+    def end_offset(self) -> int | None:
+        """End as an offset from the run's start, or None if it is only known as a datetime."""
+        if isinstance(self.at, datetime):
+            return None
+        if self.duration is not None:
+            return self.at + self.duration
+        return self.until if isinstance(self.until, int) else None
 
 
 class EventKind(StrEnum):
@@ -243,7 +282,8 @@ class Scenario(BaseModel):
 
     name: str = Field(default="scenario", max_length=100)
     description: str = ""
-    duration: Duration = Field(description="length of the run, from its start")
+    duration: Duration = Field(description="length of the run, from its start (with repeat: of one repetition)")
+    repeat: bool = Field(default=False, description="start over every 'duration', indefinitely")
     machines: Literal["all"] | list[Id] = Field(default="all", description="machines to serve, or all")
     random_stops: bool = Field(default=True, description="random breakdowns and microstops while running")
     machine_options: dict[Id, MachineOptions] = Field(default_factory=dict)
@@ -281,20 +321,63 @@ class Scenario(BaseModel):
         if self.machines != "all" and len(set(self.machines)) != len(self.machines):
             raise ValueError("'machines' lists a machine twice")
         served = None if self.machines == "all" else set(self.machines)
-        items: list[tuple[str, SessionSpec | DailySpec | EventSpec | None]] = [
-            *(("sessions", s) for s in self.sessions),
-            *(("daily", d) for d in self.daily),
-            *(("events", e) for e in self.events),
+        items: list[tuple[str, int, SessionSpec | DailySpec | EventSpec]] = [
+            *(("sessions", i, s) for i, s in enumerate(self.sessions)),
+            *(("daily", i, d) for i, d in enumerate(self.daily)),
+            *(("events", i, e) for i, e in enumerate(self.events)),
         ]
-        for what, item in items:
-            assert item is not None
+        for what, index, item in items:
             if served is not None and item.machine not in served:
-                raise ValueError(f"{what}: machine {item.machine!r} is not in 'machines'")
+                raise LocatedError((what, index, "machine"), f"machine {item.machine!r} is not in 'machines'")
         if served is not None:
             for machine in self.machine_options:
                 if machine not in served:
-                    raise ValueError(f"machine_options: machine {machine!r} is not in 'machines'")
+                    raise LocatedError(("machine_options", machine), f"machine {machine!r} is not in 'machines'")
+        self._check_overlaps()
+        if self.repeat:
+            self._check_repeatable()
         return self
+
+    def _check_overlaps(self) -> None:
+        # Sessions given as offsets can be checked now; daily windows and datetimes only once a start is known.
+        spans: dict[str, list[tuple[int, int, int]]] = {}
+        for index, session in enumerate(self.sessions):
+            end = session.end_offset()
+            if end is not None and not isinstance(session.at, datetime):
+                spans.setdefault(session.machine, []).append((session.at, end, index))
+        for machine, found in spans.items():
+            found.sort()
+            for (s1, e1, i1), (s2, _e2, i2) in itertools.pairwise(found):
+                if s2 < e1:
+                    raise LocatedError(
+                        ("sessions", i2, "at"),
+                        f"on {machine}, this session starts at {_fmt(s2)} while sessions[{i1}] "
+                        f"({_fmt(s1)} .. {_fmt(e1)}) is still logged in; sessions on one machine must not overlap",
+                    )
+
+    def _check_repeatable(self) -> None:
+        period = _fmt(self.duration)
+        why = f"in a repeating scenario everything happens within 'duration' ({period}), then starts over"
+        for index, session in enumerate(self.sessions):
+            for name in ("at", "until"):
+                if isinstance(getattr(session, name), datetime):
+                    raise LocatedError(("sessions", index, name), f"{why}: use an offset (e.g. 2h30m), not a datetime")
+            end = session.end_offset()
+            if end is not None and end > self.duration:
+                raise LocatedError(("sessions", index), f"ends at {_fmt(end)}, after {period}; {why}")
+        for index, event in enumerate(self.events):
+            if isinstance(event.at, datetime):
+                raise LocatedError(("events", index, "at"), f"{why}: use an offset (e.g. 2h30m), not a datetime")
+            if event.at >= self.duration or event.at + (event.duration or 0) > self.duration:
+                raise LocatedError(("events", index), f"ends at {_fmt(event.at + (event.duration or 0))}; {why}")
+        scripted = {s.machine for s in self.sessions}
+        for index, daily in enumerate(self.daily):
+            if daily.kind is DailyKind.SESSION and daily.machine in scripted:
+                raise LocatedError(
+                    ("daily", index, "machine"),
+                    f"{daily.machine} also has one-off sessions; in a repeating scenario a machine's sessions "
+                    "come either from 'sessions' (repeated) or from 'daily' (by the clock), not both",
+                )
 
     def served(self, site: SiteConfig) -> list[str]:
         """Ids of the site machines this scenario serves, in site order."""
@@ -345,7 +428,28 @@ def check_against_site(scenario: Scenario, site: SiteConfig) -> None:
 
 def load_scenario(path: str | Path, site: SiteConfig | None = None) -> Scenario:
     """Load and validate a scenario file (against site, if given); raise ConfigError naming file, line and field."""
-    return load_model(Path(path), Scenario, context={"site": site} if site is not None else None)
+    path = Path(path)
+    try:
+        return load_model(path, Scenario, context={"site": site} if site is not None else None)
+    except ConfigError as exc:
+        cause = exc.__cause__
+        if not isinstance(cause, ValidationError) or not any(_located(e) for e in cause.errors()):
+            raise
+        # Cross-field checks run on the whole scenario; point their message at the field they are about.
+        _, lines = read_yaml(path)
+        errors: list[InitErrorDetails] = []
+        for err in cause.errors():
+            located = _located(err)
+            loc = (*err["loc"], *located.loc) if located is not None else tuple(err["loc"])
+            message = str(located) if located is not None else err["msg"].removeprefix("Value error, ")
+            errors.append({"type": "value_error", "loc": loc, "input": err["input"], "ctx": {"error": message}})
+        located_exc = ValidationError.from_exception_data("Scenario", errors)
+        raise ConfigError(validation_message(path, located_exc, lines)) from exc
+
+
+def _located(err: ErrorDetails) -> LocatedError | None:
+    error = (err.get("ctx") or {}).get("error")
+    return error if isinstance(error, LocatedError) else None
 
 
 def scenarios_dir() -> Path:
@@ -374,6 +478,7 @@ __all__ = [
     "EventKind",
     "EventSpec",
     "JobSpec",
+    "LocatedError",
     "MachineOptions",
     "Scenario",
     "SessionSpec",

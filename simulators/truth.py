@@ -56,6 +56,15 @@ class MachineTruth:
     good_ts: list[int] = field(default_factory=list)
     reject_ts: list[int] = field(default_factory=list)
     events: list[TruthEvent] = field(default_factory=list)
+    # Power draw in each interval (kW), parallel to intervals; it differs from power_kw[state] while RUNNING a
+    # job with a power_factor. Empty: power_kw[state] throughout (ground truth files from before power factors).
+    interval_kw: list[float] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.interval_kw:
+            self.interval_kw = [self.power_kw[iv.state.value] for iv in self.intervals]
+        if len(self.interval_kw) != len(self.intervals):
+            raise ValueError(f"{len(self.interval_kw)} interval powers for {len(self.intervals)} intervals")
 
     def parts(self, start_ms: int, end_ms: int) -> tuple[int, int]:
         """Good and rejected parts completed in [start_ms, end_ms)."""
@@ -68,12 +77,12 @@ class MachineTruth:
     def kwh(self, start_ms: int, end_ms: int, badge: int | None = None) -> float:
         """Energy used in [start_ms, end_ms), optionally only while badge was logged in."""
         total = 0.0
-        for iv in self.intervals:
+        for iv, kw in zip(self.intervals, self.interval_kw, strict=True):
             if badge is not None and iv.badge != badge:
                 continue
             overlap = min(iv.end_ms, end_ms) - max(iv.start_ms, start_ms)
             if overlap > 0:
-                total += self.power_kw[iv.state.value] * overlap / 3_600_000
+                total += kw * overlap / 3_600_000
         return total
 
 
@@ -129,7 +138,7 @@ class GroundTruth:
         w1 = self.end_ms if end_ms is None else end_ms
         acc: dict[str, dict[str, list[float]]] = {}
         for machine, truth in self.machines.items():
-            for iv in truth.intervals:
+            for iv, kw in zip(truth.intervals, truth.interval_kw, strict=True):
                 if not iv.badge:
                     continue
                 overlap = _overlap(iv.start_ms, iv.end_ms, w0, w1)
@@ -142,7 +151,7 @@ class GroundTruth:
                 row[1] += overlap / 1000 if iv.state is MachineState.RUNNING else 0.0
                 row[2] += good
                 row[3] += reject
-                row[4] += truth.power_kw[iv.state.value] * overlap / 3_600_000
+                row[4] += kw * overlap / 3_600_000
         return {
             tenant: {m: TruthUsage(r[0], r[1], int(r[2]), int(r[3]), r[4]) for m, r in machines.items()}
             for tenant, machines in acc.items()
@@ -174,6 +183,7 @@ class GroundTruth:
                     "model": t.model,
                     "power_kw": t.power_kw,
                     "intervals": [[*iv[:2], iv.state.value, *iv[3:]] for iv in t.intervals],
+                    "interval_kw": t.interval_kw,
                     "good_ts": t.good_ts,
                     "reject_ts": t.reject_ts,
                     "events": [[e.at_ms, e.kind, e.detail] for e in t.events],
@@ -203,6 +213,7 @@ class GroundTruth:
                     good_ts=[int(x) for x in t["good_ts"]],
                     reject_ts=[int(x) for x in t["reject_ts"]],
                     events=[TruthEvent(int(a), str(k), str(d)) for a, k, d in t["events"]],
+                    interval_kw=[float(x) for x in t.get("interval_kw", [])],
                 )
                 for m, t in data["machines"].items()
             }

@@ -41,18 +41,19 @@ class World:
         machines: dict[str, MachineTruth] = {}
         for machine_id, sim in self.machines.items():
             sim.advance(end - 1)
+            intervals, interval_kw = sim.intervals_until(end)
             machines[machine_id] = MachineTruth(
                 model=sim.plan.model,
                 power_kw={state.value: kw for state, kw in sim.behaviour.power_kw.items()},
-                intervals=sim.intervals_until(end),
+                intervals=intervals,
+                interval_kw=interval_kw,
                 good_ts=[t for t in sim.good_ts if t < end],
                 reject_ts=[t for t in sim.reject_ts if t < end],
                 events=[e for e in sim.events if e.at_ms < end],
             )
         faults = [
-            FaultWindow(f.machine, f.start_ms, min(f.end_ms, end), f.kind.value, _fault_detail(f.code, f.delay_s))
-            for f in self.plan.faults
-            if f.start_ms < end
+            FaultWindow(f.machine, f.start_ms, min(f.end_ms, end), f.kind.value, fault_detail(f.code, f.delay_s))
+            for f in self.plan.faults_in(self.start_ms, end)
         ]
         return GroundTruth(
             site=self.site.site.id,
@@ -66,7 +67,8 @@ class World:
         )
 
 
-def _fault_detail(code: int, delay_s: float) -> str:
+def fault_detail(code: int, delay_s: float) -> str:
+    """How a fault window looks from the network, in words."""
     if code:
         return f"exception code {code}"
     if delay_s:

@@ -165,6 +165,8 @@ def test_every_injected_fault_is_observable(example_site: SiteConfig) -> None:
         {"at": "42s", "machine": "cnc-01", "event": "breakdown", "reason": 4, "duration": "4s"},
         {"at": "10s", "machine": "laser-01", "event": "counter_wrap"},
         {"at": "20s", "machine": "laser-01", "event": "badge_swap", "badge": 3002},
+        {"at": "30s", "machine": "laser-01", "event": "maintenance", "duration": "3s"},
+        {"at": "40s", "machine": "laser-01", "event": "power_off", "duration": "3s"},
     ]
     sc = scenario(site, events=events)
 
@@ -190,11 +192,14 @@ def test_every_injected_fault_is_observable(example_site: SiteConfig) -> None:
             await at(sim, clock, 31)
             with pytest.raises(PlcError, match="no reply"):
                 await read(site, "cnc-01", timeout_s=0.3)
+            assert (await read(site, "laser-01"))["state"] == "MAINTENANCE"
             await at(sim, clock, 36)
             before = (await read(site, "cnc-01"))["good_count"]
             assert before > 10
             await at(sim, clock, 40.5)
             assert (await read(site, "cnc-01"))["good_count"] == 0  # PLC restarted
+            laser = await read(site, "laser-01")
+            assert (laser["state"], laser["power_kw"]) == ("OFF", 0.0)
             await at(sim, clock, 43)
             values = await read(site, "cnc-01")
             assert (values["state"], values["stop_reason"], values["alarms"]) == ("STOPPED", 4, 4)
@@ -211,6 +216,58 @@ def test_every_injected_fault_is_observable(example_site: SiteConfig) -> None:
         ]
         assert [e.kind for e in truth.machines["laser-01"].events] == ["counter_wrap", "badge_swap"]
         assert [s.tenant for s in truth.sessions if s.machine == "laser-01"] == ["cipta", "cipta"]
+
+    run(body)
+
+
+def test_a_repeating_scenario_injects_its_faults_again(example_site: SiteConfig) -> None:
+    site = free_site(example_site)
+    sessions = [
+        {
+            "machine": "cnc-01",
+            "badge": 1001,
+            "at": "1s",
+            "until": "9s",
+            "jobs": [{"id": "J1", "cycle_s": 1, "jitter": 0, "setup": "2s", "power_factor": 1.5}],
+        }
+    ]
+    events = [{"at": "5s", "machine": "cnc-01", "event": "unreachable", "duration": "2s"}]
+    sc = Scenario.model_validate(
+        {
+            "duration": "10s",
+            "repeat": True,
+            "machines": ["cnc-01"],
+            "random_stops": False,
+            "sessions": sessions,
+            "events": events,
+        },
+        context={"site": site},
+    )
+
+    async def body() -> None:
+        clock = FakeClock()
+        sim = Simulator(site, sc, seed=1, start_ms=T0, clock=clock)
+        await sim.start()
+        try:
+            for rep in range(3):
+                await at(sim, clock, rep * 10 + 4.5)
+                values = await read(site, "cnc-01")
+                assert (values["state"], values["badge"], values["power_kw"]) == ("RUNNING", 1001, 16.5)
+                await at(sim, clock, rep * 10 + 5.5)
+                with pytest.raises(PlcError, match=r"cannot connect|no reply"):
+                    await read(site, "cnc-01", timeout_s=0.5)
+                await at(sim, clock, rep * 10 + 9.5)
+                assert (await read(site, "cnc-01"))["badge"] == 0
+            assert not sim._finished.is_set()  # a repeating scenario does not end by itself
+        finally:
+            await sim.stop()
+        truth = sim.ground_truth()
+        assert [(f.start_ms - T0, f.end_ms - T0) for f in truth.faults] == [
+            (5_000, 7_000),
+            (15_000, 17_000),
+            (25_000, 27_000),
+        ]
+        assert [s.start_ms - T0 for s in truth.sessions] == [1_000, 11_000, 21_000]
 
     run(body)
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from shopfloor.config import SiteConfig
+from shopfloor.config import DataType, SiteConfig
 from shopfloor.contracts import MachineState
 from simulators.scenario import Scenario
 from simulators.truth import GroundTruth
@@ -191,3 +191,62 @@ def test_truth_json_round_trip_and_rejects_garbage(example_site: SiteConfig) -> 
     for bad in ["[]", "{}", '{"v": 2}', "not json", '{"v": 1, "machines": 5}']:
         with pytest.raises(ValueError):
             GroundTruth.from_json(bad)
+
+
+def test_job_power_factor_scales_running_power_only(example_site: SiteConfig) -> None:
+    events = [{"at": "20s", "machine": "cnc-01", "event": "breakdown", "reason": 1, "duration": "3s"}]
+    w = world(example_site, {"events": events}, power_factor=1.2)
+    e0 = w.values("cnc-01", T0 + 10_000)["energy_kwh"]
+    assert w.values("cnc-01", T0 + 12_000)["power_kw"] == pytest.approx(2.5)  # SETUP: unscaled
+    assert w.values("cnc-01", T0 + 15_000)["power_kw"] == pytest.approx(13.2)  # RUNNING: 11 kW x 1.2
+    assert w.values("cnc-01", T0 + 21_000)["power_kw"] == pytest.approx(1.2)  # STOPPED: the model's 1.2 kW
+    e1 = w.values("cnc-01", T0 + 40_000)["energy_kwh"]
+    truth = w.ground_truth()
+    # SETUP 10..14 s at 2.5 kW, RUNNING 14..20 and 23..38 s at 13.2 kW, STOPPED 20..23 s at 1.2 kW,
+    # IDLE 38..40 s at 1.5 kW; before and after the session IDLE at 1.5 kW.
+    session_kwh = (2.5 * 4 + 13.2 * 6 + 1.2 * 3 + 13.2 * 15 + 1.5 * 2) / 3600
+    assert truth.sessions[0].kwh == pytest.approx(session_kwh)
+    assert truth.usage()["acme"]["cnc-01"].kwh == pytest.approx(session_kwh)
+    assert truth.machines["cnc-01"].kwh(T0, T0 + 60_000) == pytest.approx(session_kwh + 1.5 * 30 / 3600)
+    assert isinstance(e0, float) and isinstance(e1, float)
+    assert e1 - e0 == pytest.approx(session_kwh)  # the served energy counter agrees with the truth
+    again = GroundTruth.from_json(truth.to_json())
+    assert again.sessions[0].kwh == pytest.approx(session_kwh)
+
+
+@pytest.mark.parametrize("factor", [0, -1, 10.5, "much"])
+def test_bad_power_factor_is_refused(example_site: SiteConfig, factor: object) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="power_factor"):
+        world(example_site, power_factor=factor)
+
+
+def test_part_counters_wrap_at_the_register_width(example_site: SiteConfig) -> None:
+    # laser-01's counters are uint16: after the injected wrap (65533) three parts bring them to 0.
+    session = {"machine": "laser-01", "badge": 3001, "at": "1s", "until": "59s"}
+    job = {"id": "L1", "cycle_s": 2, "jitter": 0, "reject_rate": 0, "setup": "4s"}
+    events = [{"at": "5s", "machine": "laser-01", "event": "counter_wrap"}]
+    extra = {"events": events, "sessions": [{**session, "jobs": [job]}]}
+    w = world(example_site, extra)
+    # Parts complete at 7, 9, 11, 13 s.
+    assert [w.values("laser-01", T0 + t)["good_count"] for t in (6_000, 7_000, 9_000, 11_000, 13_000)] == [
+        65533,
+        65534,
+        65535,
+        0,
+        1,
+    ]
+    # A signed 16-bit counter (a profile this simulator must also serve) wraps at 32768, never beyond.
+    from shopfloor.codec import encode
+
+    cnc = example_site.profile("cnc-mill-v1")
+    regs = [r.model_copy(update={"type": DataType.INT16}) if r.signal == "good_count" else r for r in cnc.registers]
+    profiles = [
+        p.model_copy(update={"registers": regs}) if p.model == "cnc-mill-v1" else p for p in example_site.profiles
+    ]
+    site = example_site.model_copy(update={"profiles": profiles})
+    w = world(site, {"events": [{"at": "5s", "machine": "cnc-01", "event": "counter_wrap"}]})
+    counts = [w.values("cnc-01", T0 + t)["good_count"] for t in (6_000, 16_000, 18_000, 20_000, 22_000)]
+    assert counts == [32765, 32766, 32767, 0, 1]
+    encode(site.profile("cnc-mill-v1"), w.values("cnc-01", T0 + 20_000))  # encodable, no overflow

@@ -102,8 +102,18 @@ GOOD_SESSION = "  - {machine: cnc-01, badge: 1001, at: 2s, duration: 20s, jobs: 
         ("duration: forever\n", ":1:", "duration"),
         (
             "duration: 9\nmachines: [cnc-01]\nevents:\n  - {at: 1, machine: laser-01, event: power_off, duration: 1}\n",
-            "",
+            ":4: events[0].machine",
             "not in 'machines'",
+        ),
+        (
+            "duration: 9\nmachines: [cnc-01]\nmachine_options:\n  laser-01: {mtbf: 1h}\n",
+            ":4: machine_options.laser-01",
+            "not in 'machines'",
+        ),
+        (
+            "duration: 60s\nsessions:\n" + GOOD_SESSION.replace("{id: J1}", "{id: J1, power_factor: 0}"),
+            ":3: sessions[0].jobs[0].power_factor",
+            "greater than 0",
         ),
         (
             "duration: 60s\nevents:\n  - {at: 1s, machine: cnc-01, event: breakdown, duration: 5s}\n",
@@ -167,12 +177,22 @@ def test_hostile_files(example_site: SiteConfig, tmp_path: Path) -> None:
 
 
 def test_overlapping_sessions_are_refused(example_site: SiteConfig, tmp_path: Path) -> None:
+    # Sessions given as offsets are checked when the file is loaded, naming the line of the later one ...
     text = (
         "duration: 60s\nsessions:\n" + GOOD_SESSION + GOOD_SESSION.replace("at: 2s", "at: 10s").replace("1001", "2001")
     )
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError, match=rf"{path}:4: sessions\[1\]\.at: on cnc-01, .*must not overlap"):
+        load_scenario(path, example_site)
+    # ... a daily window against a one-off session only once the run's start is known.
+    text = (
+        "duration: 2d\nsessions:\n" + GOOD_SESSION.replace("at: 2s", "at: 2026-11-02T08:30:00+07:00") + "daily:\n"
+        '  - {machine: cnc-01, start: "08:00", end: "09:00", badge: 2001, jobs: [{id: J2}]}\n'
+    )
     scenario = load_scenario(write(tmp_path, text), example_site)
-    with pytest.raises(ConfigError, match=r"on cnc-01, sessions\[1\] \(badge 2001\).*must not overlap"):
-        build_plan(example_site, scenario, T0)
+    start = int(datetime.fromisoformat("2026-11-02T00:00:00+07:00").timestamp() * 1000)
+    with pytest.raises(ConfigError, match=r"on cnc-01, sessions\[0\] \(badge 1001\).*must not overlap"):
+        build_plan(example_site, scenario, start)
 
 
 def test_absolute_times(example_site: SiteConfig, tmp_path: Path) -> None:
