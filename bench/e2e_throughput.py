@@ -21,7 +21,6 @@ import multiprocessing as mp
 import os
 import shutil
 import signal
-import socket
 import statistics
 import sys
 import tempfile
@@ -39,7 +38,7 @@ from edge_agent.agent import AgentOptions, EdgeAgent
 from shopfloor.config import SiteConfig, load_site
 from shopfloor.influx import InfluxStore
 from shopfloor.mqtt import MqttSettings
-from shopfloor.services import InfluxDB, Mosquitto, temp_workdir
+from shopfloor.services import InfluxDB, Mosquitto, free_ports, temp_workdir
 from simulators.runtime import Simulator
 from simulators.scenario import Scenario
 
@@ -53,19 +52,6 @@ STOP_WAIT_S = 15.0
 
 
 # ---- site and scenario ---------------------------------------------------------------------------------------
-
-
-def distinct_ports(n: int) -> list[int]:
-    """Return n free ports, all different (free_port() alone may hand out a port twice)."""
-    socks = []
-    for _ in range(n):
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        socks.append(sock)
-    ports = [int(s.getsockname()[1]) for s in socks]
-    for sock in socks:
-        sock.close()
-    return ports
 
 
 def make_site(n: int, poll_interval_s: float) -> SiteConfig:
@@ -84,7 +70,7 @@ def make_site(n: int, poll_interval_s: float) -> SiteConfig:
                 "poll_interval_s": poll_interval_s,
             }
         )
-        for i, port in enumerate(distinct_ports(n))
+        for i, port in enumerate(free_ports(n))
     ]
     return base.model_copy(update={"machines": machines})
 

@@ -16,7 +16,6 @@ import asyncio
 import multiprocessing as mp
 import os
 import resource
-import socket
 import struct
 import time
 from typing import Any
@@ -24,6 +23,7 @@ from typing import Any
 from shopfloor.codec import ReadBlock, plan_reads
 from shopfloor.config import SiteConfig, Table, load_site
 from shopfloor.modbus import PlcError, PlcReader
+from shopfloor.services import free_ports
 from simulators.runtime import Simulator
 from simulators.scenario import Scenario
 
@@ -31,23 +31,10 @@ MODELS = ["cnc-mill-v1", "fiber-laser-v1", "injection-press-v1", "press-brake-v1
 BADGES = [1001, 1002, 2001, 3001, 3002]
 
 
-def distinct_ports(n: int) -> list[int]:
-    """n free ports, all different (free_port() alone may hand out a port twice)."""
-    socks = []
-    for _ in range(n):
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        socks.append(sock)
-    ports = [s.getsockname()[1] for s in socks]
-    for sock in socks:
-        sock.close()
-    return ports
-
-
 def make_site(n: int, shared_ports: int) -> SiteConfig:
     """The example site's profiles and tenants with n machines, on n ports or on shared_ports ports."""
     base = load_site("examples/site.yaml")
-    ports = distinct_ports(shared_ports or n)
+    ports = free_ports(shared_ports or n)
     machines = []
     for i in range(n):
         port = ports[i % len(ports)]

@@ -21,7 +21,7 @@ from shopfloor.config import ApiKey, Role, SiteConfig, load_site
 from shopfloor.influx import InfluxStore
 from shopfloor.keys import hash_key, new_key
 from shopfloor.mqtt import MqttSettings
-from shopfloor.services import InfluxDB, Mosquitto, ServiceError, free_port, temp_workdir
+from shopfloor.services import InfluxDB, Mosquitto, ServiceError, free_port, free_ports, temp_workdir
 
 log = logging.getLogger("shopfloor.demo")
 
@@ -42,11 +42,14 @@ class DemoKeys:
         return [entry for _, entry in self.keys.values()]
 
 
-def prepare_site(site: SiteConfig, keys: DemoKeys, free_ports: bool = True) -> SiteConfig:
+def prepare_site(site: SiteConfig, keys: DemoKeys, fresh_ports: bool = True) -> SiteConfig:
     """Give every simulated machine a free local port and add the demo's API keys."""
     machines = site.machines
-    if free_ports:
-        machines = [m.model_copy(update={"host": "127.0.0.1", "port": free_port()}) for m in machines]
+    if fresh_ports:
+        ports = free_ports(len(machines))
+        machines = [
+            m.model_copy(update={"host": "127.0.0.1", "port": port}) for m, port in zip(machines, ports, strict=True)
+        ]
     return SiteConfig.model_validate(
         site.model_copy(update={"machines": machines, "api_keys": [*site.api_keys, *keys.entries()]}).model_dump()
     )
