@@ -10,6 +10,6 @@ from shopfloor.services import free_port, free_ports
 def test_free_ports_are_distinct_and_bindable() -> None:
     ports = free_ports(50)
     assert len(set(ports)) == 50
-    for port in ports[:5] + [free_port()]:
+    for port in [*ports[:5], free_port()]:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", port))
