@@ -179,22 +179,23 @@ class InfluxStore:
         for series in self.query(q):
             columns: list[str] = series["columns"]
             group_tags: dict[str, str] = series.get("tags") or {}
+            # Column roles are worked out once per series: this loop runs for every row of long windows.
+            time_index = columns.index("time")
+            tag_cols = [(i, c) for i, c in enumerate(columns) if c in ("site", "machine")]
+            field_cols = [(i, c) for i, c in enumerate(columns) if i != time_index and c not in ("site", "machine")]
+            # JSON drops the ".0" of whole floats; restore the canonical type.
+            float_cols = {c for _, c in field_cols if CANONICAL_SIGNALS.get(c) is SignalKind.FLOAT}
             for values in series.get("values", []):
                 tags = dict(group_tags)
-                fields: dict[str, SignalValue] = {}
-                ts = 0
-                for col, val in zip(columns, values, strict=True):
-                    if col == "time":
-                        ts = int(val)
-                    elif col in ("site", "machine"):
-                        if val is not None:
-                            tags[col] = str(val)
-                    elif val is not None:
-                        # JSON drops the ".0" of whole floats; restore the canonical type.
-                        if CANONICAL_SIGNALS.get(col) is SignalKind.FLOAT and isinstance(val, int):
-                            val = float(val)
-                        fields[col] = val
-                out.append(Row(ts, tags, fields))
+                for i, c in tag_cols:
+                    if values[i] is not None:
+                        tags[c] = str(values[i])
+                fields: dict[str, SignalValue] = {c: values[i] for i, c in field_cols if values[i] is not None}
+                for c in float_cols:
+                    val = fields.get(c)
+                    if isinstance(val, int) and not isinstance(val, bool):
+                        fields[c] = float(val)
+                out.append(Row(int(values[time_index]), tags, fields))
         return out
 
     def telemetry(self, site: str, machine: str, start_ms: int, end_ms: int) -> list[Row]:
