@@ -123,7 +123,7 @@ def _interval(start_ms: int, end_ms: int, values: Mapping[str, object]) -> Inter
         end_ms,
         state,
         badge=_int(values.get("badge")) or 0,
-        job=job if isinstance(job, str) else None,
+        job=job if isinstance(job, str) and job else None,  # an empty job register means no job
         stop_reason=_int(values.get("stop_reason")),
     )
 

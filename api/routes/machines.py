@@ -35,7 +35,8 @@ def _float(value: object) -> float | None:
 
 
 def _str(value: object) -> str | None:
-    return value if isinstance(value, str) else None
+    # PLCs show "no job" as an empty string register.
+    return value if isinstance(value, str) and value else None
 
 
 def link_of(site: SiteConfig, machine: Machine, sample: Row | None, status: Row | None, now_ms: int) -> Link:

@@ -221,3 +221,8 @@ def test_window_must_not_be_empty_and_max_gap_positive() -> None:
         build_timeline(BASIC, [], s(5), s(5), GAP)
     with pytest.raises(ValueError, match="max_gap_ms"):
         classify(BASIC, [], 0)
+
+
+def test_empty_job_register_means_no_job() -> None:
+    tl = build_timeline([sample(0, state="IDLE", job=""), sample(1, state="SETUP", job="J2")], [], s(0), s(2), GAP)
+    assert tl.intervals == (iv(0, 1, "IDLE"), iv(1, 2, "SETUP", job="J2"))
