@@ -107,10 +107,15 @@ class Sample(BaseModel):
     @model_validator(mode="after")
     def _check_values(self) -> Sample:
         for name, value in self.values.items():
-            if not is_valid_signal(name):
-                raise ValueError(f"signal name {name!r} is invalid (expected {SIGNAL_PATTERN})")
-            _check_signal_value(name, value)
+            check_signal(name, value)
         return self
+
+
+def check_signal(name: str, value: SignalValue) -> None:
+    """Raise ValueError unless name and value are a valid signal of a Sample (the check Sample applies)."""
+    if not is_valid_signal(name):
+        raise ValueError(f"signal name {name!r} is invalid (expected {SIGNAL_PATTERN})")
+    _check_signal_value(name, value)
 
 
 def _check_signal_value(name: str, value: SignalValue) -> None:

@@ -84,6 +84,7 @@ class MachineSim:
         self._activity_end: int | None = None
         self._interrupt: _Interrupt | None = None
         self._actions = plan.action_stream()
+        self._next_at = -_NEVER  # when advance() last found the next event; only advance() changes the state
         self.intervals: list[Interval] = []
         self.interval_kw: list[float] = []  # power draw in each interval, parallel to intervals
         self._open: tuple[int, MachineState, int, str, int, float] | None = None
@@ -115,19 +116,27 @@ class MachineSim:
 
     def values(self, t_ms: int) -> dict[str, SignalValue]:
         """Signals a PLC shows at t_ms (call advance(t_ms) first)."""
-        energy = self.energy_kwh + self.power_kw() * max(0, t_ms - self.now_ms) / 3_600_000
-        state = self.state
+        # Called for every poll of every machine (replay: millions of times), so each property is read once.
+        interrupt = self._interrupt
+        state, stop_reason = (interrupt.state, interrupt.reason) if interrupt is not None else (self._activity, 0)
+        power = self.behaviour.power_kw[state]  # as power_kw(), without looking the state up again
+        if state is S.RUNNING:
+            job = self._current_job()
+            if job is not None:
+                power *= job.power_factor
+        energy = self.energy_kwh + power * max(0, t_ms - self.now_ms) / 3_600_000
+        plan = self.plan
         values: dict[str, SignalValue] = {
-            "state": state.value,
-            "stop_reason": self.stop_reason,
+            "state": state._value_,  # the str itself, without the enum's property lookup
+            "stop_reason": stop_reason,
             "badge": self.badge,
             "job": self.job,
-            "good_count": _wrap(self._good0 + self.good + self._good_off, self.plan.good_modulus),
-            "reject_count": _wrap(self._reject0 + self.reject + self._reject_off, self.plan.reject_modulus),
+            "good_count": _wrap(self._good0 + self.good + self._good_off, plan.good_modulus),
+            "reject_count": _wrap(self._reject0 + self.reject + self._reject_off, plan.reject_modulus),
             "energy_kwh": max(0.0, self._energy0 + energy + self._energy_off),
-            "power_kw": self.power_kw(),
+            "power_kw": power,
         }
-        values.update(self.behaviour.extras(state, self.stop_reason))
+        values.update(self.behaviour.extras(state, stop_reason))
         return values
 
     def energy_at(self, t_ms: int) -> float:
@@ -145,11 +154,14 @@ class MachineSim:
     # -- time ------------------------------------------------------------------------------------------------
     def advance(self, t_ms: int) -> None:
         """Process everything that happens up to and including t_ms."""
+        if t_ms < self._next_at:
+            return  # nothing happens before the next event (polls are far more frequent than events)
         while True:
             action_at = self._next_action_ms()
             timer_at = self._timer()
             at = min(action_at, timer_at)
             if at > t_ms:
+                self._next_at = at
                 return
             self._integrate(at)
             if timer_at <= action_at:

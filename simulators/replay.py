@@ -15,7 +15,9 @@ import argparse
 import heapq
 import json
 import logging
+import math
 import os
+import struct
 import sys
 import time
 import zoneinfo
@@ -24,17 +26,23 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import IO
+from typing import IO, cast
+
+from pydantic import ValidationError
 
 from shopfloor.codec import DecodeError, decode_value, encode_value, plan_reads
-from shopfloor.config import DeviceProfile, SiteConfig
+from shopfloor.config import DataType, DeviceProfile, RegisterSpec, SiteConfig
 from shopfloor.contracts import (
+    COUNTER_SIGNALS,
     MAX_SAMPLES_PER_BATCH,
+    MAX_SIGNALS_PER_SAMPLE,
     LinkStatus,
+    Sample,
     SignalValue,
     StatusMessage,
     TelemetryBatch,
     Topic,
+    check_signal,
     is_valid_id,
 )
 from simulators.plan import FaultKind
@@ -143,13 +151,15 @@ def _machine_messages(
     machine = site.machine(machine_id)
     assert machine is not None
     profile = site.profile(machine.profile)
-    roundtrip = _Roundtrip(profile)
     step = poll_ms if poll_ms is not None else max(1, round(machine.poll_interval_s * 1000))
+    sim = world.machines[machine_id]
+    last_poll = world.start_ms + (world.end_ms - 1 - world.start_ms) // step * step
+    roundtrip = _Roundtrip(profile, _ts_range(world.start_ms, last_poll))
     outages = _outages(world, machine_id)
     topic = str(Topic.telemetry(site.site.id, machine_id))
     status_topic = str(Topic.machine_status(site.site.id, machine_id))
     seq = 0
-    pending: list[dict[str, object]] = []
+    pending: list[Sample] = []
     link: LinkStatus | None = None
     next_outage = 0
     t = world.start_ms
@@ -168,7 +178,9 @@ def _machine_messages(
             if link is not LinkStatus.ONLINE:
                 link = LinkStatus.ONLINE
                 yield Message(status_topic, status=StatusMessage(status=link, ts=t, agent=agent))
-            pending.append({"ts": t, "values": roundtrip(world.values(machine_id, t))})
+            # world.values(machine_id, t) without its clamp: t is always inside the run here.
+            sim.advance(t)
+            pending.append(roundtrip(t, sim.values(t)))
             if len(pending) >= batch_size:
                 yield Message(topic, _batch(agent, site.site.id, machine_id, seq, pending))
                 seq, pending = seq + 1, []
@@ -177,38 +189,211 @@ def _machine_messages(
         yield Message(topic, _batch(agent, site.site.id, machine_id, seq, pending))
 
 
-def _batch(agent: str, site: str, machine: str, seq: int, samples: list[dict[str, object]]) -> TelemetryBatch:
-    # Validated here, once per batch, with the model the collector uses: replay never emits a bad payload.
-    return TelemetryBatch.model_validate(
-        {"v": 1, "agent": agent, "site": site, "machine": machine, "seq": seq, "samples": samples}
-    )
+def _batch(agent: str, site: str, machine: str, seq: int, samples: list[Sample]) -> TelemetryBatch:
+    """A batch as the collector's model accepts it: replay never emits a bad payload."""
+    fields = {"v": 1, "agent": agent, "site": site, "machine": machine, "seq": seq, "samples": samples}
+    if seq == 0:
+        # The header (ids) is the same in every batch of a machine: the first batch checks it, and its samples
+        # again. Later batches differ only in seq (counting up from 0) and in samples that _Roundtrip has
+        # checked, 1..batch_size of them, so validating them whole again would change nothing but the time.
+        return TelemetryBatch.model_validate(fields)
+    return TelemetryBatch.model_construct(**fields)  # type: ignore[arg-type]
+
+
+_CACHE_LIMIT = 4096  # distinct values remembered per signal; counters and energy keep producing new ones
+_INT_FORMATS = {
+    DataType.UINT16: ">H",
+    DataType.BITS16: ">H",
+    DataType.INT16: ">h",
+    DataType.UINT32: ">I",
+    DataType.INT32: ">i",
+}
+_UNSIGNED = (DataType.UINT16, DataType.BITS16, DataType.UINT32)
+_INFINITIES = (float("inf"), float("-inf"))
+
+
+def _signal_roundtrip(spec: RegisterSpec) -> Callable[[SignalValue], SignalValue | None]:
+    """What an agent decodes for spec after the PLC shows value (None: the agent reports a decode error).
+
+    Exactly decode_value(spec, encode_value(spec, value)); for plain numbers the same arithmetic without the
+    register lists in between (word order cancels out: encode splits the bytes, decode joins them back the
+    same way). tests/unit/test_sim_replay_speed.py holds this against the codec.
+    """
+    t, scale, is_float = spec.type, spec.scale, spec.is_float
+
+    def via_codec(value: SignalValue) -> SignalValue | None:
+        try:
+            return decode_value(spec, encode_value(spec, value))
+        except (DecodeError, ValueError):
+            return None
+
+    if t is DataType.STRING or spec.states is not None:
+        return via_codec
+    if t is DataType.FLOAT32:
+        f32 = struct.Struct(">f")
+        pack_f, unpack_f = f32.pack, f32.unpack
+
+        def float32(value: SignalValue) -> SignalValue | None:
+            if isinstance(value, str):
+                return None  # encode_value: a string cannot go into a number register
+            raw = float(value) / scale if scale != 1.0 else value
+            number: float = unpack_f(pack_f(float(raw)))[0]
+            if number != number or number in _INFINITIES:
+                return None  # decode_value: NaN or infinity
+            return round(float(number) * scale, 6)
+
+        return float32
+
+    word = struct.Struct(_INT_FORMATS[t])
+    pack_i, unpack_i = word.pack, word.unpack
+    modulus = (1 << (16 if t.width == 1 else 32)) if t in _UNSIGNED else None
+
+    def integer(value: SignalValue) -> SignalValue | None:
+        if isinstance(value, str):
+            return None
+        raw = float(value) / scale if scale != 1.0 else value
+        try:
+            n = round(raw)
+        except ValueError:
+            return None  # NaN
+        if modulus is not None:
+            n %= modulus  # PLC counters wrap at their width
+        number: int = unpack_i(pack_i(n))[0]
+        return round(float(number) * scale, 6) if is_float else int(number)
+
+    return integer
 
 
 class _Roundtrip:
-    """Signal values as an agent decodes them from the registers (encode, then decode), memoised."""
+    """One poll as an agent sees it: signal values encoded into the registers and decoded back, as a Sample.
 
-    def __init__(self, profile: DeviceProfile) -> None:
-        self.specs = list(profile.registers)
-        self.cache: dict[tuple[str, SignalValue], SignalValue | None] = {}
+    Everything but the counters (state, stop reason, badge, job, power, alarms, ...) changes only when the
+    machine's situation does, so the decoded form of those signals is remembered per combination of values
+    they come in; the counters go through each signal's own memo of recent values. Every decoded value passes
+    the contract's Sample check (with the poll's timestamp) the first time it is produced, so samples can be
+    built without validating them whole again: the output is the same as validating every sample.
+    """
 
-    def __call__(self, values: dict[str, SignalValue]) -> dict[str, SignalValue]:
-        out: dict[str, SignalValue] = {}
-        for spec in self.specs:
-            if spec.signal not in values:
+    def __init__(self, profile: DeviceProfile, ts_valid: tuple[int, int] = (0, -1)) -> None:
+        self.ts_valid = ts_valid  # polls in this range have a timestamp the contract accepts (see _ts_range)
+        self.signals = [_SignalMemo(spec) for spec in profile.registers]
+        self.counters = [memo for memo in self.signals if memo.signal in COUNTER_SIGNALS]
+        self.steady_names = tuple(memo.signal for memo in self.signals if memo.signal not in COUNTER_SIGNALS)
+        self.templates: dict[tuple[tuple[object, ...], tuple[type, ...]], _Template] = {}
+
+    def __call__(self, ts: int, values: dict[str, SignalValue]) -> Sample:
+        steady = tuple(map(values.get, self.steady_names))  # None: the machine does not show that signal
+        # Keyed by type too: 1, 1.0 and True are equal but encode differently.
+        key = (steady, tuple(map(type, steady)))
+        template = self.templates.get(key)
+        if template is None or (template.zeros and _negative_zero(steady, template.zeros)):
+            template = self._template(ts, values, steady, key)
+        # Every signal in register-map order; the counters' placeholders are replaced or removed below.
+        out = cast(dict[str, SignalValue], template.out.copy())
+        fresh: dict[str, SignalValue] = {}
+        for memo in self.counters:
+            signal = memo.signal
+            value = values.get(signal)
+            if value is None:
+                del out[signal]  # the machine does not show it
                 continue
-            value = values[spec.signal]
-            key = (spec.signal, value)
-            decoded = self.cache.get(key, _MISSING)
+            decoded = memo.cache.get((value.__class__, value), _MISSING)  # lookup(), inline: the common case
             if decoded is _MISSING:
-                try:
-                    decoded = decode_value(spec, encode_value(spec, value))
-                except (DecodeError, ValueError):
-                    decoded = None  # an agent would report a decode error and leave the signal out
-                if not isinstance(value, float):  # floats (energy) rarely repeat: do not grow the cache
-                    self.cache[key] = decoded
+                decoded = memo.lookup(value, fresh)
+            if decoded is None:
+                del out[signal]  # a decode error an agent would report: the signal is left out
+            else:
+                out[signal] = decoded  # type: ignore[assignment]
+        ts_ok = self.ts_valid[0] <= ts <= self.ts_valid[1]
+        if fresh or not ts_ok or len(out) > MAX_SIGNALS_PER_SAMPLE:
+            _check_sample(ts, ts_ok, fresh, out)
+        return Sample.model_construct(ts=ts, values=out)
+
+    def _template(
+        self, ts: int, values: dict[str, SignalValue], steady: tuple[object, ...], key: tuple[object, ...]
+    ) -> _Template:
+        out: dict[str, object] = {}
+        fresh: dict[str, SignalValue] = {}
+        for memo in self.signals:
+            if memo.signal in COUNTER_SIGNALS:
+                out[memo.signal] = _MISSING  # filled in (or removed) on every poll
+                continue
+            if memo.signal not in values:
+                continue
+            decoded = memo.lookup(values[memo.signal], fresh)
             if decoded is not None:
-                out[spec.signal] = decoded  # type: ignore[assignment]
-        return out
+                out[memo.signal] = decoded
+        Sample.model_validate({"ts": ts, "values": fresh})  # raises ValidationError
+        # 0.0 == -0.0 but they print differently: remember where the template's key has a float zero, and
+        # only reuse it for +0.0 there (a -0.0, never seen in practice, is decoded afresh every time).
+        zeros = tuple(i for i, v in enumerate(steady) if isinstance(v, float) and v == 0)
+        template = _Template(out, zeros)
+        if _negative_zero(steady, zeros):
+            return template
+        if len(self.templates) >= _CACHE_LIMIT:
+            self.templates.clear()
+        self.templates[key] = template  # type: ignore[index]
+        return template
+
+
+def _negative_zero(steady: tuple[object, ...], zeros: tuple[int, ...]) -> bool:
+    return any(math.copysign(1.0, steady[i]) < 0 for i in zeros)  # type: ignore[arg-type]
+
+
+def _check_sample(ts: int, ts_ok: bool, fresh: dict[str, SignalValue], out: dict[str, SignalValue]) -> None:
+    """Check the values not seen before with the contract; on any doubt, validate the whole sample (may raise)."""
+    try:
+        for name, value in fresh.items():
+            check_signal(name, value)
+    except ValueError:
+        pass
+    else:
+        if ts_ok and len(out) <= MAX_SIGNALS_PER_SAMPLE:
+            return
+    Sample.model_validate({"ts": ts, "values": out})  # raises ValidationError, as replay always has
+
+
+def _ts_range(first: int, last: int) -> tuple[int, int]:
+    """first..last if the contract accepts both as sample timestamps (and so every poll between), else empty."""
+    try:
+        for ts in (first, last):
+            Sample.model_validate({"ts": ts, "values": {}})
+    except ValidationError:
+        return (0, -1)  # every poll validates its own timestamp and fails as it always did
+    return (first, last)
+
+
+@dataclass(frozen=True, slots=True)
+class _Template:
+    out: dict[str, object]  # decoded steady signals, counters as placeholders, in register-map order
+    zeros: tuple[int, ...]  # positions of float zeros in the key
+
+
+class _SignalMemo:
+    """One signal's round trip, remembering what its recent values decode to."""
+
+    __slots__ = ("cache", "roundtrip", "signal")
+
+    def __init__(self, spec: RegisterSpec) -> None:
+        self.signal = spec.signal
+        self.roundtrip = _signal_roundtrip(spec)
+        self.cache: dict[tuple[type, SignalValue], SignalValue | None] = {}
+
+    def lookup(self, value: SignalValue, fresh: dict[str, SignalValue]) -> SignalValue | None:
+        """The decoded value (None: decode error); a value not decoded before is also put in fresh."""
+        key = (value.__class__, value)  # 1, 1.0 and True are equal but encode differently
+        decoded = self.cache.get(key, _MISSING)
+        if decoded is not _MISSING:
+            return decoded  # type: ignore[return-value]
+        decoded = self.roundtrip(value)
+        if decoded is not None:
+            fresh[self.signal] = decoded
+        # 0.0 == -0.0 but they print differently: do not let one stand in for the other.
+        if not (isinstance(value, float) and value == 0):
+            if len(self.cache) >= _CACHE_LIMIT:
+                self.cache.clear()  # counters move on: keep the memo small and recent
+            self.cache[key] = decoded
+        return decoded
 
 
 _MISSING = object()
