@@ -198,6 +198,24 @@ class InfluxStore:
                 out.append(Row(int(values[time_index]), tags, fields))
         return out
 
+    def field_rows(self, q: str) -> list[tuple[int, dict[str, SignalValue]]]:
+        """Run a query and return (ts_ms, fields) per row: rows() without tags, for reads of many samples."""
+        out: list[tuple[int, dict[str, SignalValue]]] = []
+        for series in self.query(q):
+            columns: list[str] = series["columns"]
+            time_index = columns.index("time")
+            field_cols = [(i, c) for i, c in enumerate(columns) if i != time_index and c not in ("site", "machine")]
+            # JSON drops the ".0" of whole floats; restore the canonical type (as rows() does).
+            float_cols = [c for _, c in field_cols if CANONICAL_SIGNALS.get(c) is SignalKind.FLOAT]
+            for values in series.get("values", []):
+                fields: dict[str, SignalValue] = {c: values[i] for i, c in field_cols if values[i] is not None}
+                for c in float_cols:
+                    val = fields.get(c)
+                    if isinstance(val, int) and not isinstance(val, bool):
+                        fields[c] = float(val)
+                out.append((int(values[time_index]), fields))
+        return out
+
     def telemetry(self, site: str, machine: str, start_ms: int, end_ms: int) -> list[Row]:
         """Telemetry rows of one machine with start_ms <= ts < end_ms, oldest first."""
         return self.rows(

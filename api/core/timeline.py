@@ -22,6 +22,7 @@ session, so nothing is silently lost.
 from __future__ import annotations
 
 import bisect
+import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -98,11 +99,20 @@ class Timeline:
 
     def totals(self) -> Counts:
         """Every increment in the window, attributed or not."""
-        return sum((i.counts for i in self.increments), Counts())
+        return sum_counts(i.counts for i in self.increments)
 
     def unattributed(self) -> Counts:
         """Increments that happened across an UNKNOWN gap and belong to no interval."""
-        return sum((i.counts for i in self.increments if i.owner is None), Counts())
+        return sum_counts(i.counts for i in self.increments if i.owner is None)
+
+
+def sum_counts(counts: Iterable[Counts]) -> Counts:
+    """Add up Counts in order, as sum(counts, Counts()) does, without a Counts per step."""
+    # Same additions in the same order as Counts.__add__, so float sums are bit-identical.
+    good, reject, kwh = Counts().good, Counts().reject, Counts().kwh
+    for c in counts:
+        good, reject, kwh = good + c.good, reject + c.reject, kwh + c.kwh
+    return Counts(good, reject, kwh)
 
 
 def _state(value: object) -> str:
@@ -113,19 +123,23 @@ def _int(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
+Key = tuple[str, int, str | None, int | None]
+_UNKNOWN_KEY: Key = (UNKNOWN, 0, None, None)
+_ABSENT = object()
+
+
+def _key(state: object, badge: object, job: object, stop_reason: object) -> Key:
+    """Return the (state, badge, job, stop_reason) of an interval whose signals hold these raw values."""
+    known = _state(state)
+    if known == UNKNOWN:
+        return _UNKNOWN_KEY
+    # An empty job register means no job.
+    return (known, _int(badge) or 0, job if isinstance(job, str) and job else None, _int(stop_reason))
+
+
 def _interval(start_ms: int, end_ms: int, values: Mapping[str, object]) -> Interval:
-    state = _state(values.get("state"))
-    if state == UNKNOWN:
-        return Interval(start_ms, end_ms)
-    job = values.get("job")
-    return Interval(
-        start_ms,
-        end_ms,
-        state,
-        badge=_int(values.get("badge")) or 0,
-        job=job if isinstance(job, str) and job else None,  # an empty job register means no job
-        stop_reason=_int(values.get("stop_reason")),
-    )
+    key = _key(values.get("state"), values.get("badge"), values.get("job"), values.get("stop_reason"))
+    return Interval(start_ms, end_ms, *key)
 
 
 def merge(intervals: Iterable[Interval]) -> list[Interval]:
@@ -143,8 +157,17 @@ def merge(intervals: Iterable[Interval]) -> list[Interval]:
 
 def _dedupe(samples: Iterable[SampleIn]) -> list[SampleIn]:
     # Sorted by time; of two samples with the same timestamp the later one given wins.
+    ordered = list(samples)
+    # Fetched samples come strictly increasing already: then there is nothing to sort or drop.
+    previous: int | None = None
+    for ts, _values in ordered:
+        if previous is not None and not previous < ts:
+            break
+        previous = ts
+    else:
+        return ordered
     by_ts: dict[int, SampleIn] = {}
-    for ts, values in samples:
+    for ts, values in ordered:
         by_ts[ts] = (ts, values)
     return [by_ts[ts] for ts in sorted(by_ts)]
 
@@ -154,31 +177,102 @@ def classify(samples: Iterable[SampleIn], statuses: Iterable[StatusIn], max_gap_
     if max_gap_ms <= 0:
         raise ValueError(f"max_gap_ms must be positive, got {max_gap_ms}")
     ordered = _dedupe(samples)
-    dark = sorted(ts for ts, status in statuses if status in DARK_STATUSES)
-    raw: list[Interval] = []
-    increments: list[Increment] = []
-    current: dict[str, object] = {}
-    tracker = CounterTracker()
-    previous: Interval | None = None
-    for index, (ts, values) in enumerate(ordered):
-        counts = tracker.step(values)
-        if previous is not None and not counts.is_zero:
-            owner = previous if previous.known and previous.end_ms == ts else None
-            increments.append(Increment(ts, counts, owner))
-        current.update(values)
-        limit = ts + max_gap_ms
-        if index + 1 < len(ordered):
-            limit = min(limit, ordered[index + 1][0])
-        first_dark = bisect.bisect_right(dark, ts)
-        if first_dark < len(dark):
-            limit = min(limit, dark[first_dark])
-        previous = _interval(ts, limit, current)
-        raw.append(previous)
-        if index + 1 < len(ordered) and limit < ordered[index + 1][0]:
-            raw.append(Interval(limit, ordered[index + 1][0]))
-    if not raw:
+    if not ordered:
         return Timeline(0, 0, ())
-    return Timeline(raw[0].start_ms, raw[-1].end_ms, tuple(merge(raw)), tuple(increments))
+    dark = sorted(ts for ts, status in statuses if status in DARK_STATUSES)
+    n_dark = len(dark)
+    next_dark = 0  # index of the first dark status after the current sample
+    count = len(ordered)
+    # This loop runs once per raw sample: it builds merged intervals directly (one open run) instead of an
+    # Interval per sample, and an owner Interval only for samples with an increment. Results equal
+    # merge([_interval(...) per sample and per gap]) exactly.
+    out: list[Interval] = []
+    increments: list[Increment] = []
+    step = CounterTracker().step_raw
+    state: object = None
+    badge: object = None
+    job: object = None
+    stop_reason: object = None
+    key: Key = _UNKNOWN_KEY
+    keys: dict[tuple[object, ...], Key] = {}
+    run_start = run_end = 0
+    run_key: Key | None = None  # None: no run open yet
+    prev_start = prev_end = 0  # the interval of the previous sample
+    prev_key: Key | None = None
+    for index in range(count):
+        ts, values = ordered[index]
+        good, reject, kwh = step(values)
+        if prev_key is not None and not (good == 0 and reject == 0 and kwh == 0):
+            owner = None
+            if prev_key[0] != UNKNOWN and prev_end == ts:
+                owner = Interval(prev_start, prev_end, *prev_key)
+            increments.append(Increment(ts, Counts(good, reject, kwh), owner))
+        # A missing signal keeps its previous value; only these four shape intervals.
+        changed = False
+        value = values.get("state", _ABSENT)
+        if value is not _ABSENT:
+            state, changed = value, True
+        value = values.get("badge", _ABSENT)
+        if value is not _ABSENT:
+            badge, changed = value, True
+        value = values.get("job", _ABSENT)
+        if value is not _ABSENT:
+            job, changed = value, True
+        value = values.get("stop_reason", _ABSENT)
+        if value is not _ABSENT:
+            stop_reason, changed = value, True
+        if changed:
+            # Signals mostly repeat: look their key up. Types are part of the lookup because 1, 1.0 and True are
+            # equal but classify differently; unhashable values are simply not cached.
+            raw = (state, badge, job, stop_reason, type(state), type(badge), type(job), type(stop_reason))
+            try:
+                key = keys[raw]
+            except KeyError:
+                key = keys[raw] = _key(state, badge, job, stop_reason)
+            except TypeError:
+                key = _key(state, badge, job, stop_reason)
+        limit = ts + max_gap_ms
+        following = ordered[index + 1][0] if index + 1 < count else None
+        if following is not None and following < limit:
+            limit = following
+        while next_dark < n_dark and dark[next_dark] <= ts:
+            next_dark += 1
+        if next_dark < n_dark and dark[next_dark] < limit:
+            limit = dark[next_dark]
+        prev_start, prev_end, prev_key = ts, limit, key
+        # Append [ts, limit) with key, then the UNKNOWN gap [limit, following) if the sample does not reach it.
+        if run_key is not None and run_end == ts and run_key == key:
+            run_end = limit
+        else:
+            if run_key is not None:
+                out.append(Interval(run_start, run_end, *run_key))
+            run_start, run_end, run_key = ts, limit, key
+        if following is not None and limit < following:
+            if run_end == limit and run_key == _UNKNOWN_KEY:
+                run_end = following
+            else:
+                out.append(Interval(run_start, run_end, *run_key))
+                run_start, run_end, run_key = limit, following, _UNKNOWN_KEY
+    assert run_key is not None
+    out.append(Interval(run_start, run_end, *run_key))
+    return Timeline(out[0].start_ms, out[-1].end_ms, tuple(out), tuple(increments))
+
+
+def _ts_sorted(increments: Sequence[Increment]) -> bool:
+    return all(a.ts_ms <= b.ts_ms for a, b in itertools.pairwise(increments))
+
+
+def increments_in(increments: Sequence[Increment], start_ms: int, end_ms: int) -> tuple[Increment, ...]:
+    """Return the increments with start_ms < ts_ms <= end_ms, in their order."""
+    if _ts_sorted(increments):
+        lo = bisect.bisect_right(increments, start_ms, key=_ts_of)
+        hi = bisect.bisect_right(increments, end_ms, lo=lo, key=_ts_of)
+        return tuple(increments[lo:hi])
+    return tuple(i for i in increments if start_ms < i.ts_ms <= end_ms)
+
+
+def _ts_of(increment: Increment) -> int:
+    return increment.ts_ms
 
 
 def cut(timeline: Timeline, start_ms: int, end_ms: int) -> Timeline:
@@ -193,11 +287,13 @@ def cut(timeline: Timeline, start_ms: int, end_ms: int) -> Timeline:
             continue
         if lo > cursor:
             pieces.append(Interval(cursor, lo))
-        pieces.append(replace(interval, start_ms=lo, end_ms=hi))
+        # Intervals wholly inside the window are kept as they are (equal to a copy, and cheaper).
+        whole = lo == interval.start_ms and hi == interval.end_ms
+        pieces.append(interval if whole else replace(interval, start_ms=lo, end_ms=hi))
         cursor = hi
     if cursor < end_ms:
         pieces.append(Interval(cursor, end_ms))
-    increments = tuple(i for i in timeline.increments if start_ms < i.ts_ms <= end_ms)
+    increments = increments_in(timeline.increments, start_ms, end_ms)
     return Timeline(start_ms, end_ms, tuple(merge(pieces)), increments)
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from api.core.counters import Counts
 from api.core.sessions import sessions
-from api.core.timeline import Timeline, cut
+from api.core.timeline import Timeline, cut, sum_counts
 
 MS_PER_HOUR = 3_600_000
 
@@ -70,5 +70,5 @@ def usage(
 def machine_totals(machine: str, timeline: Timeline, start_ms: int, end_ms: int) -> MachineTotals:
     """Return a machine's total, no-badge and unattributed counts over [start_ms, end_ms)."""
     window = cut(timeline, start_ms, end_ms)
-    no_badge = sum((i.counts for i in window.increments if i.owner is not None and i.owner.badge == 0), Counts())
+    no_badge = sum_counts(i.counts for i in window.increments if i.owner is not None and i.owner.badge == 0)
     return MachineTotals(machine, window.coverage, window.totals(), no_badge, window.unattributed())

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.core import Timeline, machine_totals, usage
+from api.core import machine_totals, usage
 from api.deps import PrincipalDep, SiteDep, StoreDep, WindowDep
 from api.models import CountsPublic, MachineTotalsPublic, UsagePublic, UsageRowPublic, utc
-from api.reader import fetch_timeline
+from api.reader import fetch_timelines
 from shopfloor.config import Role
 
 router = APIRouter(tags=["usage"])
@@ -16,9 +16,7 @@ router = APIRouter(tags=["usage"])
 @router.get("/usage")
 def get_usage(site: SiteDep, store: StoreDep, principal: PrincipalDep, window: WindowDep) -> UsagePublic:
     """Return usage rows in [from, to); tenant keys get only their own tenant's rows."""
-    timelines: dict[str, Timeline] = {
-        m.id: fetch_timeline(store, site, m, window.start_ms, window.end_ms) for m in site.machines
-    }
+    timelines = fetch_timelines(store, site, window.start_ms, window.end_ms)
     rows = [
         UsageRowPublic(
             tenant=row.tenant,
