@@ -6,7 +6,7 @@ InfluxDB 1.x serves both natively, 2.x through its v1 compatibility API and 3.x 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -93,6 +93,26 @@ def quote_ident(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+_TAG_COLUMNS = ("site", "machine")
+
+
+def _decode_series(series: dict[str, Any]) -> Iterator[tuple[int, dict[str, SignalValue], list[Any]]]:
+    """Yield (ts_ms, non-null fields, raw values) per row of one query series."""
+    columns: list[str] = series["columns"]
+    # Column roles are worked out once per series: the row loop runs for every sample of long windows.
+    time_index = columns.index("time")
+    field_cols = [(i, c) for i, c in enumerate(columns) if i != time_index and c not in _TAG_COLUMNS]
+    # JSON drops the ".0" of whole floats; restore the canonical type.
+    float_cols = [c for _, c in field_cols if CANONICAL_SIGNALS.get(c) is SignalKind.FLOAT]
+    for values in series.get("values", []):
+        fields: dict[str, SignalValue] = {c: values[i] for i, c in field_cols if values[i] is not None}
+        for c in float_cols:
+            val = fields.get(c)
+            if isinstance(val, int) and not isinstance(val, bool):
+                fields[c] = float(val)
+        yield int(values[time_index]), fields, values
+
+
 class InfluxStore:
     """Write points to and query rows from an InfluxDB-compatible /write + /query endpoint."""
 
@@ -177,44 +197,19 @@ class InfluxStore:
         """Run a query and flatten its series into rows ordered as returned."""
         out: list[Row] = []
         for series in self.query(q):
-            columns: list[str] = series["columns"]
             group_tags: dict[str, str] = series.get("tags") or {}
-            # Column roles are worked out once per series: this loop runs for every row of long windows.
-            time_index = columns.index("time")
-            tag_cols = [(i, c) for i, c in enumerate(columns) if c in ("site", "machine")]
-            field_cols = [(i, c) for i, c in enumerate(columns) if i != time_index and c not in ("site", "machine")]
-            # JSON drops the ".0" of whole floats; restore the canonical type.
-            float_cols = {c for _, c in field_cols if CANONICAL_SIGNALS.get(c) is SignalKind.FLOAT}
-            for values in series.get("values", []):
+            tag_cols = [(i, c) for i, c in enumerate(series["columns"]) if c in _TAG_COLUMNS]
+            for ts, fields, values in _decode_series(series):
                 tags = dict(group_tags)
                 for i, c in tag_cols:
                     if values[i] is not None:
                         tags[c] = str(values[i])
-                fields: dict[str, SignalValue] = {c: values[i] for i, c in field_cols if values[i] is not None}
-                for c in float_cols:
-                    val = fields.get(c)
-                    if isinstance(val, int) and not isinstance(val, bool):
-                        fields[c] = float(val)
-                out.append(Row(int(values[time_index]), tags, fields))
+                out.append(Row(ts, tags, fields))
         return out
 
     def field_rows(self, q: str) -> list[tuple[int, dict[str, SignalValue]]]:
         """Run a query and return (ts_ms, fields) per row: rows() without tags, for reads of many samples."""
-        out: list[tuple[int, dict[str, SignalValue]]] = []
-        for series in self.query(q):
-            columns: list[str] = series["columns"]
-            time_index = columns.index("time")
-            field_cols = [(i, c) for i, c in enumerate(columns) if i != time_index and c not in ("site", "machine")]
-            # JSON drops the ".0" of whole floats; restore the canonical type (as rows() does).
-            float_cols = [c for _, c in field_cols if CANONICAL_SIGNALS.get(c) is SignalKind.FLOAT]
-            for values in series.get("values", []):
-                fields: dict[str, SignalValue] = {c: values[i] for i, c in field_cols if values[i] is not None}
-                for c in float_cols:
-                    val = fields.get(c)
-                    if isinstance(val, int) and not isinstance(val, bool):
-                        fields[c] = float(val)
-                out.append((int(values[time_index]), fields))
-        return out
+        return [(ts, fields) for series in self.query(q) for ts, fields, _ in _decode_series(series)]
 
     def telemetry(self, site: str, machine: str, start_ms: int, end_ms: int) -> list[Row]:
         """Telemetry rows of one machine with start_ms <= ts < end_ms, oldest first."""

@@ -56,33 +56,20 @@ class CounterTracker:
 
     def step_raw(self, values: Mapping[str, object]) -> tuple[int, int, float]:
         """Return step's increments as (good, reject, kwh) without building Counts (it runs once per sample)."""
-        # Unrolled over COUNTERS: this runs for every raw sample of a window. Plain ints and floats take the fast
-        # path; anything else goes through _number, so the rules stay those of _number and counter_delta.
-        last = self._last
-        good = reject = 0
-        kwh = 0.0
-        value = values.get("good_count")
-        if value is not None:
-            number = value if (type(value) is int or type(value) is float) and value >= 0 else _number(value)
-            if number is not None:
-                previous = last.get("good_count")
-                last["good_count"] = number
-                if previous is not None:
-                    good = int(number - previous if number >= previous else number)
-        value = values.get("reject_count")
-        if value is not None:
-            number = value if (type(value) is int or type(value) is float) and value >= 0 else _number(value)
-            if number is not None:
-                previous = last.get("reject_count")
-                last["reject_count"] = number
-                if previous is not None:
-                    reject = int(number - previous if number >= previous else number)
-        value = values.get("energy_kwh")
-        if value is not None:
-            number = value if (type(value) is int or type(value) is float) and value >= 0 else _number(value)
-            if number is not None:
-                previous = last.get("energy_kwh")
-                last["energy_kwh"] = number
-                if previous is not None:
-                    kwh = float(number - previous if number >= previous else number)
-        return good, reject, kwh
+        return (
+            int(self._advance("good_count", values)),
+            int(self._advance("reject_count", values)),
+            float(self._advance("energy_kwh", values)),
+        )
+
+    def _advance(self, signal: str, values: Mapping[str, object]) -> float:
+        value = values.get(signal)
+        if value is None:
+            return 0
+        # Plain ints and floats take the fast path; anything else goes through _number, whose rules these are.
+        number = value if (type(value) is int or type(value) is float) and value >= 0 else _number(value)
+        if number is None:
+            return 0
+        previous = self._last.get(signal)
+        self._last[signal] = number
+        return 0 if previous is None else counter_delta(previous, number)
