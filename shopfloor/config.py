@@ -13,6 +13,9 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
     StrictStr,
     ValidationError,
     ValidationInfo,
@@ -20,42 +23,110 @@ from pydantic import (
     model_validator,
 )
 
-from shopfloor.contracts import CANONICAL_SIGNALS, Id, MachineState, SignalKind, is_valid_signal
+from shopfloor.contracts import CANONICAL_SIGNALS, COUNTER_SIGNALS, Id, MachineState, SignalKind, is_valid_signal
 from shopfloor.yamlfile import ConfigError, load_model, read_yaml, validation_message
 
 MAX_REGISTER_ADDRESS = 65535
+MAX_ENUM_LABEL = 64
+# Canonical signals whose every change matters (codes, identities, counters): no report-by-exception deadband.
+NO_DEADBAND_SIGNALS = frozenset({"state", "badge", "job", "stop_reason", "good_count", "reject_count"})
 
 
 class Table(StrEnum):
-    """Modbus register table a value is read from."""
+    """Modbus table a value is read from: two of 16-bit registers, two of single bits."""
 
     HOLDING = "holding"
     INPUT = "input"
+    COIL = "coil"
+    DISCRETE = "discrete"
+
+    @property
+    def is_bits(self) -> bool:
+        """Whether the table holds single bits (coils, discrete inputs) rather than 16-bit registers."""
+        return self in (Table.COIL, Table.DISCRETE)
 
 
 class DataType(StrEnum):
-    """How a value is laid out in 16-bit registers."""
+    """How a value is laid out in 16-bit registers (or, for bool, in one coil or discrete input)."""
 
     UINT16 = "uint16"
     INT16 = "int16"
     UINT32 = "uint32"
     INT32 = "int32"
+    UINT64 = "uint64"
+    INT64 = "int64"
     FLOAT32 = "float32"
+    FLOAT64 = "float64"
     STRING = "string"
     BITS16 = "bits16"
+    BIT = "bit"
+    BOOL = "bool"
 
     @property
     def width(self) -> int:
-        """Registers the type occupies (strings: see RegisterSpec.length)."""
-        return 2 if self in (DataType.UINT32, DataType.INT32, DataType.FLOAT32) else 1
+        """Registers (bool: bits) the type occupies (strings: see RegisterSpec.length)."""
+        return _WIDTH.get(self, 1)
+
+    @property
+    def bits(self) -> int:
+        """Width of the raw value in bits (strings: 16 per register)."""
+        return 1 if self is DataType.BOOL else 16 * self.width
+
+    @property
+    def is_integer(self) -> bool:
+        """Whether the type is a plain signed or unsigned integer (bits16, bit and bool are not)."""
+        return self in _SIGNED or self in _UNSIGNED
+
+    @property
+    def is_signed(self) -> bool:
+        """Whether the type is a two's complement signed integer."""
+        return self in _SIGNED
+
+    @property
+    def is_float(self) -> bool:
+        """Whether the type is an IEEE 754 float."""
+        return self in (DataType.FLOAT32, DataType.FLOAT64)
+
+    @property
+    def is_number(self) -> bool:
+        """Whether the type decodes to a number that scale and offset apply to."""
+        return self.is_integer or self.is_float
+
+
+_WIDTH = {
+    DataType.UINT32: 2,
+    DataType.INT32: 2,
+    DataType.FLOAT32: 2,
+    DataType.UINT64: 4,
+    DataType.INT64: 4,
+    DataType.FLOAT64: 4,
+}
+_SIGNED = frozenset({DataType.INT16, DataType.INT32, DataType.INT64})
+_UNSIGNED = frozenset({DataType.UINT16, DataType.UINT32, DataType.UINT64})
+
+
+class ByteOrder(StrEnum):
+    """Order of the bytes of a value in its registers, as letters of the big-endian value ABCD."""
+
+    ABCD = "ABCD"  # big-endian words, big-endian bytes (Modbus default)
+    DCBA = "DCBA"  # fully little-endian
+    BADC = "BADC"  # words in order, bytes swapped within each word
+    CDAB = "CDAB"  # words reversed, bytes big-endian within each word
+
+    @property
+    def swaps_bytes(self) -> bool:
+        """Whether the two bytes of each register are swapped (the only effect on a 16-bit value)."""
+        return self in (ByteOrder.BADC, ByteOrder.DCBA)
 
 
 class WordOrder(StrEnum):
-    """Order of the two 16-bit words of a 32-bit value (bytes within a word are always big-endian)."""
+    """Legacy spelling of byte_order for 32-bit values: big = ABCD, little = CDAB."""
 
     BIG = "big"
     LITTLE = "little"
 
+
+_FROM_WORD_ORDER = {WordOrder.BIG: ByteOrder.ABCD, WordOrder.LITTLE: ByteOrder.CDAB}
 
 _Strict = ConfigDict(extra="forbid", frozen=True)
 
@@ -69,38 +140,142 @@ class RegisterSpec(BaseModel):
     address: int = Field(ge=0, le=MAX_REGISTER_ADDRESS)
     table: Table = Table.HOLDING
     type: DataType
-    word_order: WordOrder = WordOrder.BIG
-    scale: float = Field(default=1.0, gt=0)
+    byte_order: ByteOrder = Field(default=ByteOrder.ABCD, description="legacy alias: word_order big | little")
+    scale: float = Field(default=1.0, allow_inf_nan=False, description="engineering = raw * scale + offset")
+    offset: StrictFloat = Field(default=0.0, allow_inf_nan=False)
     length: int | None = Field(default=None, ge=1, le=64, description="registers; strings only")
+    bit: StrictInt | None = Field(default=None, ge=0, le=15, description="bit number; type bit only")
     states: dict[int, MachineState] | None = Field(
         default=None, description="raw code -> state; required for the 'state' signal"
     )
+    enum: dict[StrictInt, StrictStr] | None = Field(
+        default=None, min_length=1, max_length=4096, description="raw code -> label; integer types only"
+    )
+    deadband: StrictFloat | None = Field(default=None, ge=0, allow_inf_nan=False, description="engineering units")
+    deadband_pct: StrictFloat | None = Field(
+        default=None, ge=0, allow_inf_nan=False, description="percent of the last value sent"
+    )
+    counter: StrictBool = Field(default=False, description="default: true for good_count, reject_count, energy_kwh")
+    counter_width: StrictInt | None = Field(
+        default=None, ge=1, le=64, description="bits at which the raw value wraps; default: the type's width"
+    )
+    max_rate_per_h: StrictFloat | None = Field(default=None, gt=0, allow_inf_nan=False)
     unit: str = ""
     description: str = ""
 
     @property
     def count(self) -> int:
-        """Registers this value occupies."""
+        """Registers (in coil and discrete tables: bits) this value occupies."""
         return (self.length or 1) if self.type is DataType.STRING else self.type.width
 
     @property
+    def word_order(self) -> WordOrder:
+        """Legacy view of byte_order: whether the words of a multi-word value are reversed."""
+        return WordOrder.LITTLE if self.byte_order in (ByteOrder.CDAB, ByteOrder.DCBA) else WordOrder.BIG
+
+    @property
     def is_float(self) -> bool:
-        """Whether decoded values are floats (float32 or a fractional scale)."""
-        return self.type is DataType.FLOAT32 or self.scale != 1.0
+        """Whether decoded values are floats (a float type, or a number with a scale or offset)."""
+        if self.type.is_float:
+            return True
+        scalable = self.type.is_number or self.type is DataType.BITS16
+        return scalable and self.enum is None and (self.scale != 1.0 or self.offset != 0.0)
+
+    @property
+    def modulus(self) -> int | float | None:
+        """Engineering units per counter wrap (2**counter_width * scale), or None if the value never wraps."""
+        if not self.counter or self.counter_width is None:
+            return None
+        wrap = 1 << self.counter_width
+        return wrap if self.scale == 1.0 else wrap * self.scale
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults(cls, data: Any) -> Any:
+        """Map the legacy word_order onto byte_order; default counter and counter_width."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        if "word_order" in data:
+            if "byte_order" in data:
+                raise ValueError("give either 'byte_order' or the legacy 'word_order', not both")
+            legacy = data.pop("word_order")
+            try:
+                data["byte_order"] = _FROM_WORD_ORDER[WordOrder(legacy)]
+            except (ValueError, TypeError) as exc:
+                raise ValueError(
+                    f"'word_order' must be big or little, not {legacy!r} (or use byte_order: ABCD | DCBA | BADC | CDAB)"
+                ) from exc
+        if "counter" not in data and data.get("signal") in COUNTER_SIGNALS:
+            data["counter"] = True
+        if data.get("counter") is True and data.get("counter_width") is None:
+            try:
+                t = DataType(data.get("type"))
+            except ValueError:
+                return data  # the type's own error says what is wrong
+            if t.is_integer:
+                # A signed counter that must not go negative wraps to 0 at 2**(bits-1).
+                data["counter_width"] = t.bits - 1 if t.is_signed else t.bits
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> RegisterSpec:
         if not is_valid_signal(self.signal):
             raise ValueError(f"signal {self.signal!r} is not a valid name (lower case, digits, _)")
-        if self.type is DataType.STRING:
+        self._check_layout()
+        self._check_meaning()
+        self._check_reporting()
+        return self
+
+    def _check_layout(self) -> None:
+        t = self.type
+        if self.table.is_bits and t is not DataType.BOOL:
+            raise ValueError(
+                f"type {t} cannot be read from the {self.table} table, which holds single bits: use type: bool"
+            )
+        if t is DataType.BOOL and not self.table.is_bits:
+            raise ValueError(
+                f"type bool is only for the coil and discrete tables (a bit of a {self.table} register: "
+                "type: bit with bit: 0..15)"
+            )
+        if t is DataType.BOOL and self.byte_order is not ByteOrder.ABCD:
+            raise ValueError("'byte_order' has no meaning for a single bit (type bool)")
+        if t is DataType.STRING:
             if self.length is None:
                 raise ValueError("a string register needs 'length' (number of 16-bit registers)")
-            if self.scale != 1.0:
-                raise ValueError("a string register cannot have a scale")
         elif self.length is not None:
             raise ValueError("'length' is only for string registers")
+        if t is DataType.BIT:
+            if self.bit is None:
+                raise ValueError("type bit needs 'bit' (0..15: which bit of the register)")
+        elif self.bit is not None:
+            raise ValueError("'bit' is only for type bit")
         if self.address + self.count - 1 > MAX_REGISTER_ADDRESS:
             raise ValueError(f"value runs past register {MAX_REGISTER_ADDRESS}")
+
+    def _check_meaning(self) -> None:
+        t = self.type
+        if self.scale == 0.0:
+            raise ValueError("'scale' must not be 0")
+        if (self.scale != 1.0 or self.offset != 0.0) and (
+            (not t.is_number and t is not DataType.BITS16) or self.states is not None or self.enum is not None
+        ):
+            what = "an enum" if self.enum is not None else "a states map" if self.states is not None else f"type {t}"
+            raise ValueError(f"'scale' and 'offset' are only for numbers, not for {what}")
+        if self.enum is not None:
+            if not t.is_integer:
+                raise ValueError(f"'enum' is only for integer types, not {t}")
+            if self.states is not None or self.signal == "state":
+                raise ValueError("'enum' cannot be used on the 'state' signal: use 'states'")
+            low, high = (-(1 << (t.bits - 1)), (1 << (t.bits - 1)) - 1) if t.is_signed else (0, (1 << t.bits) - 1)
+            for code, label in self.enum.items():
+                if not low <= code <= high:
+                    raise ValueError(f"'enum' code {code} does not fit type {t} ({low}..{high})")
+                if not (0 < len(label) <= MAX_ENUM_LABEL and label.isprintable() and label == label.strip()):
+                    raise ValueError(
+                        f"'enum' label {label[:MAX_ENUM_LABEL]!r} must be 1..{MAX_ENUM_LABEL} printable characters "
+                        "without surrounding spaces"
+                    )
         kind = CANONICAL_SIGNALS.get(self.signal)
         if self.signal == "state":
             if not self.states:
@@ -109,13 +284,52 @@ class RegisterSpec(BaseModel):
                 raise ValueError("the 'state' signal must be a 16-bit integer register")
         elif self.states is not None:
             raise ValueError("'states' is only for the 'state' signal")
-        if kind is SignalKind.STR and self.type is not DataType.STRING:
+        if kind is SignalKind.STR and t is not DataType.STRING:
             raise ValueError(f"signal {self.signal!r} must be a string register")
-        if kind in (SignalKind.INT, SignalKind.FLOAT) and self.type is DataType.STRING:
-            raise ValueError(f"signal {self.signal!r} must be numeric")
+        numeric = t.is_number or t is DataType.BITS16
+        if kind in (SignalKind.INT, SignalKind.FLOAT) and (not numeric or self.enum is not None):
+            raise ValueError(f"signal {self.signal!r} must be numeric (an integer or float type without 'enum')")
         if kind is SignalKind.INT and self.is_float:
-            raise ValueError(f"signal {self.signal!r} is an integer signal: use an integer type and scale 1")
-        return self
+            raise ValueError(
+                f"signal {self.signal!r} is an integer signal: use an integer type, scale 1 and offset 0"
+            )
+
+    def _check_reporting(self) -> None:
+        t = self.type
+        if self.counter:
+            if not t.is_number or self.enum is not None:
+                raise ValueError(f"'counter' is only for numbers, not for {'an enum' if self.enum else f'type {t}'}")
+            if self.signal in CANONICAL_SIGNALS and self.signal not in COUNTER_SIGNALS:
+                raise ValueError(f"signal {self.signal!r} cannot be a 'counter'")
+            if self.scale < 0:
+                raise ValueError("a 'counter' needs a positive 'scale'")
+            if self.counter_width is not None:
+                if t.is_float:
+                    raise ValueError(f"'counter_width' is only for integer counters: a {t} counter does not wrap")
+                if self.counter_width > t.bits:
+                    raise ValueError(f"'counter_width' {self.counter_width} is wider than type {t} ({t.bits} bits)")
+        else:
+            for name in ("counter_width", "max_rate_per_h"):
+                if getattr(self, name) is not None:
+                    raise ValueError(f"'{name}' is only for counters (counter: true)")
+        for name in ("deadband", "deadband_pct"):
+            if getattr(self, name) is None:
+                continue
+            if self.deadband is not None and self.deadband_pct is not None:
+                raise ValueError("give either 'deadband' or 'deadband_pct', not both")
+            if self.counter and self.is_float and name == "deadband":
+                # A meter (energy): skipping its small steps loses nothing, the next value carries them; and it
+                # rides along with every sample that goes out anyway, so attribution stays exact at each change.
+                continue
+            if self.signal in NO_DEADBAND_SIGNALS or self.counter:
+                why = (
+                    "a counter: only a meter with fractional values may have an absolute 'deadband'"
+                    if self.counter
+                    else "every change of it is reported"
+                )
+                raise ValueError(f"'{name}' is not allowed on signal {self.signal!r} ({why})")
+            if not t.is_number or self.enum is not None:
+                raise ValueError(f"'{name}' is only for numbers, not for {'an enum' if self.enum else f'type {t}'}")
 
 
 class DeviceProfile(BaseModel):
@@ -126,18 +340,35 @@ class DeviceProfile(BaseModel):
     model: Id
     description: str = ""
     vendor: str = ""
+    read_gap: StrictInt = Field(default=10, ge=0, le=124, description="unused registers one read may bridge")
     registers: list[RegisterSpec] = Field(min_length=1, max_length=500)
 
     @model_validator(mode="after")
     def _check(self) -> DeviceProfile:
         seen: dict[str, int] = {}
         used: dict[tuple[Table, int], str] = {}
+        bits: dict[tuple[Table, int, int], str] = {}
         for index, reg in enumerate(self.registers):
             if reg.signal in seen:
                 raise ValueError(f"signal {reg.signal!r} is mapped twice (registers {seen[reg.signal]} and {index})")
             seen[reg.signal] = index
+            if reg.type is DataType.BIT:
+                assert reg.bit is not None
+                # Several bit signals may share a register, one bit each.
+                other = used.get((reg.table, reg.address))
+                if other is None or other.startswith("bit:"):
+                    other = bits.get((reg.table, reg.address, reg.bit))
+                    if other is None:
+                        bits[(reg.table, reg.address, reg.bit)] = reg.signal
+                        used[(reg.table, reg.address)] = "bit:"
+                        continue
+                raise ValueError(
+                    f"{reg.table} register {reg.address} bit {reg.bit} is used by both {other!r} and {reg.signal!r}"
+                )
             for addr in range(reg.address, reg.address + reg.count):
                 other = used.get((reg.table, addr))
+                if other == "bit:":
+                    other = next(s for (t, a, _), s in bits.items() if (t, a) == (reg.table, addr))
                 if other is not None:
                     raise ValueError(
                         f"{reg.table} register {addr} is used by both {other!r} and {reg.signal!r}"
@@ -189,6 +420,12 @@ class Machine(BaseModel):
     poll_interval_s: float = Field(default=1.0, ge=0.05, le=3600)
     timeout_s: float = Field(default=2.0, gt=0, le=60)
     ideal_cycle_time_s: float = Field(default=60.0, gt=0, le=86400)
+    heartbeat_s: StrictFloat = Field(
+        default=60.0, ge=1, le=3600, description="longest silence while polling fine; >= poll_interval_s"
+    )
+    request_delay_s: StrictFloat = Field(
+        default=0.0, ge=0, le=10, description="pause between requests on a shared Modbus TCP gateway connection"
+    )
 
     @field_validator("host")
     @classmethod
@@ -275,6 +512,11 @@ class SiteConfig(BaseModel):
                     f"machines[{index}] ({machine.id}): profile {machine.profile!r} is not defined "
                     f"(known: {', '.join(sorted(models))})"
                 )
+            if machine.heartbeat_s < machine.poll_interval_s:
+                raise ValueError(
+                    f"machines[{index}] ({machine.id}): heartbeat_s {machine.heartbeat_s:g} is shorter than "
+                    f"poll_interval_s {machine.poll_interval_s:g}; make heartbeat_s at least the poll interval"
+                )
         endpoints: dict[tuple[str, int, int], str] = {}
         for machine in self.machines:
             key = (machine.host, machine.port, machine.unit_id)
@@ -308,8 +550,16 @@ class SiteConfig(BaseModel):
         return {badge: t.id for t in self.tenants for badge in t.badges}
 
     def max_gap_ms(self, machine: Machine) -> int:
-        """Longest gap between samples that still counts as covered, in ms."""
-        return math.ceil((machine.poll_interval_s * self.site.max_gap_factor + 1.0) * 1000)
+        """Longest gap between samples that still counts as covered, in ms, for the site file's heartbeat."""
+        return self.gap_for_heartbeat_ms(machine, round(machine.heartbeat_s * 1000))
+
+    def gap_for_heartbeat_ms(self, machine: Machine, heartbeat_ms: int) -> int:
+        """Longest covered gap for a machine whose agent reports at least every heartbeat_ms (report by exception).
+
+        The agent sends every signal at the first poll a heartbeat after the last time it did; allow
+        max_gap_factor poll intervals (+1 s) on top for late polls and clock steps.
+        """
+        return heartbeat_ms + math.ceil((machine.poll_interval_s * self.site.max_gap_factor + 1.0) * 1000)
 
 
 def _unique(what: str, values: list[str]) -> None:
@@ -348,7 +598,9 @@ def default_site_path() -> Path:
 
 
 __all__ = [
+    "NO_DEADBAND_SIGNALS",
     "ApiKey",
+    "ByteOrder",
     "ConfigError",
     "DataType",
     "DeviceProfile",

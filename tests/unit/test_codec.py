@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import re
+import struct
 from typing import Any
 
 import pytest
 
-from shopfloor.codec import DecodeError, ReadBlock, decode, decode_value, encode, encode_value, plan_reads
+from shopfloor.codec import (
+    DecodeError,
+    ProfileDecoder,
+    ReadBlock,
+    decode,
+    decode_value,
+    describe_plan,
+    encode,
+    encode_value,
+    plan_reads,
+)
 from shopfloor.config import DeviceProfile, RegisterSpec, Table
 from shopfloor.contracts import SignalValue
 
@@ -133,3 +145,129 @@ def test_encode_profile_round_trip() -> None:
 def test_encode_refuses_unmapped_state() -> None:
     with pytest.raises(ValueError, match="no code"):
         encode_value(spec(signal="state", type="uint16", states=STATES), "SETUP")
+
+
+@pytest.mark.parametrize(
+    ("kw", "value"),
+    [
+        ({"type": t, "byte_order": order}, v)
+        for t, v in [("int32", -7), ("uint32", 70000), ("int64", -(2**40) - 3), ("uint64", 2**63 + 5),
+                     ("float32", -1.5), ("float64", 1e300), ("int16", -300), ("uint16", 0xABCD)]
+        for order in ("ABCD", "DCBA", "BADC", "CDAB")
+    ]
+    + [
+        ({"type": "bit", "bit": 9}, True),
+        ({"type": "bit", "bit": 9, "byte_order": "DCBA"}, False),
+        ({"type": "bool", "table": "coil"}, True),
+        ({"type": "bool", "table": "discrete"}, False),
+        ({"type": "uint16", "enum": {0: "a", 5: "b"}}, "b"),
+        ({"type": "int64", "enum": {-(2**62): "low"}, "byte_order": "BADC"}, "low"),
+        ({"type": "string", "length": 2, "byte_order": "BADC"}, "AbC"),
+        ({"type": "uint16", "scale": 0.5, "offset": -10.0}, 2.5),
+        ({"type": "int32", "scale": -2.0, "offset": 1.0}, 41.0),
+        ({"type": "float64", "offset": 273.15}, 293.15),
+    ],
+)
+def test_every_type_round_trips(kw: dict[str, Any], value: SignalValue) -> None:
+    s = spec(**kw)
+    got = decode_value(s, encode_value(s, value))
+    assert (got, type(got)) == (value, type(value))
+
+
+def test_bits_of_one_register_are_ored_together_and_coils_are_0_or_1() -> None:
+    p = profile(
+        [
+            {"signal": "a", "address": 3, "type": "bit", "bit": 0},
+            {"signal": "b", "address": 3, "type": "bit", "bit": 4},
+            {"signal": "c", "address": 3, "type": "bit", "bit": 15},
+            {"signal": "lamp", "address": 3, "table": "coil", "type": "bool"},
+        ]
+    )
+    assert encode(p, {"a": True, "b": True, "c": False, "lamp": True}) == {
+        (Table.HOLDING, 3): 0x0011,
+        (Table.COIL, 3): 1,
+    }
+    assert encode(p, {"a": False, "b": False, "c": True, "lamp": False}) == {
+        (Table.HOLDING, 3): 0x8000,
+        (Table.COIL, 3): 0,
+    }
+    with pytest.raises(ValueError, match="cannot encode string"):
+        encode_value(spec(type="bit", bit=1), "on")
+    with pytest.raises(ValueError, match="no code in the profile's enum map"):
+        encode_value(spec(type="uint16", enum={1: "on"}), "off")
+
+
+def test_counters_wrap_at_their_declared_width() -> None:
+    assert encode_value(spec(signal="good_count", type="uint32", counter_width=20), 2**20 + 3) == [0, 3]
+    assert encode_value(spec(signal="good_count", type="int16"), 32768 + 2) == [2]  # 15 bits: wraps to 0
+    assert encode_value(spec(signal="good_count", type="int16", counter_width=16), 32768) == [0x8000]
+    assert encode_value(spec(type="uint64"), 2**64 + 1) == [0, 0, 0, 1]
+    with pytest.raises(struct.error):
+        encode_value(spec(type="int16"), 40000)  # not a counter: a signed value out of range is refused
+
+
+def test_decoder_reuses_unchanged_blocks_and_sees_changed_ones() -> None:
+    p = profile(
+        [
+            {"signal": "state", "address": 0, "type": "uint16", "states": STATES},
+            {"signal": "power_kw", "address": 1, "type": "float32"},
+            {"signal": "good_count", "address": 0, "table": "input", "type": "uint32"},
+            {"signal": "far", "address": 500, "type": "uint16"},
+        ]
+    )
+    blocks = plan_reads(p)
+    hold, far, inp = blocks
+    decoder = ProfileDecoder(p, blocks)
+    words = {hold: [3, 0x4148, 0], far: [9], inp: [0, 5]}
+    first = decoder.decode(words)
+    assert first == ({"state": "RUNNING", "power_kw": 12.5, "good_count": 5, "far": 9}, {})
+    assert list(first[0]) == ["state", "power_kw", "good_count", "far"]  # profile order
+    first[0]["state"] = "tampered"  # the caller owns what it gets
+    words[inp][1] = 6  # mutated in place: the memo kept its own copy
+    assert decoder.decode(words) == ({"state": "RUNNING", "power_kw": 12.5, "good_count": 6, "far": 9}, {})
+    words[hold] = [2, 0x4148, 0]
+    values, errors = decoder.decode(words)
+    assert "state" not in values and "raw code 2" in errors["state"] and values["good_count"] == 6
+    del words[far]
+    values, errors = decoder.decode(words)
+    assert "far" not in values and errors["far"] == "far: no read covers register 500"
+    words[far] = [70000]  # a word out of range spoils only its own value
+    words[hold] = [3, 0x4148]  # a short read: what is there still decodes
+    values, errors = decoder.decode(words)
+    assert values == {"state": "RUNNING", "good_count": 6}
+    assert "out of 16-bit range" in errors["far"] and "expected 2 registers, got 1" in errors["power_kw"]
+
+
+def test_decoder_reports_signals_no_block_covers() -> None:
+    p = profile([{"signal": "a", "address": 0, "type": "uint16"}, {"signal": "b", "address": 40, "type": "uint16"}])
+    decoder = ProfileDecoder(p, [ReadBlock(Table.HOLDING, 0, 1)])
+    assert decoder.decode({ReadBlock(Table.HOLDING, 0, 1): [4]}) == ({"a": 4}, {"b": "b: no read covers register 40"})
+
+
+def test_plan_reads_limits_and_options() -> None:
+    p = profile([{"signal": "a", "address": 0, "type": "uint16"}, {"signal": "b", "address": 30, "type": "uint16"}])
+    assert len(plan_reads(p)) == 2
+    assert plan_reads(p, max_gap=29) == [ReadBlock(Table.HOLDING, 0, 31)]
+    assert plan_reads(p, max_gap=29, max_count=30) == [ReadBlock(Table.HOLDING, 0, 1), ReadBlock(Table.HOLDING, 30, 1)]
+    big = profile([{"signal": "s", "address": 0, "type": "string", "length": 64}])
+    with pytest.raises(ValueError, match="s: 64 holding values do not fit one read of at most 50"):
+        plan_reads(big, max_count=50)
+    coils = profile([{"signal": f"c{i}", "address": i * 100, "table": "coil", "type": "bool"} for i in range(30)])
+    # 0..900 is 901 bits; 0..1000 would be 1001.
+    assert plan_reads(coils, max_bits=1000) == [ReadBlock(Table.COIL, s, 901) for s in (0, 1000, 2000)]
+
+
+def test_describe_plan_names_blocks_and_signals() -> None:
+    p = profile(
+        [
+            {"signal": "state", "address": 0, "type": "uint16", "states": STATES},
+            {"signal": "door", "address": 1, "type": "bit", "bit": 3},
+            {"signal": "lamp", "address": 7, "table": "coil", "type": "bool"},
+        ]
+    )
+    blocks = plan_reads(p)
+    text = describe_plan(p, blocks)
+    assert text.splitlines()[0] == "p: 2 read request(s)"
+    assert re.search(r"holding\s+0\.\.1\s+2 registers\s+state, door$", text, re.M), text
+    assert re.search(r"coil\s+7\.\.7\s+1 bits\s+lamp$", text, re.M), text
+    assert "not read: lamp" in describe_plan(p, blocks[:1])
