@@ -16,9 +16,13 @@ def fetch_timeline(store: InfluxStore, site: SiteConfig, machine: Machine, start
     The fetch looks back max_gap before start (so the state at start is known) and takes the newest sample before
     that too (the baseline of the first counter increment); it includes a sample at end_ms, whose increment counts.
     """
-    gap = site.max_gap_ms(machine)
-    lookback = start_ms - gap
     where = f"site = {quote_literal(site.site.id)} AND machine = {quote_literal(machine.id)}"
+    # The heartbeat the agent reported with the machine's status: how long it may stay silent while polling fine.
+    reported = store.field_rows(
+        f"SELECT last(heartbeat_ms) FROM {MACHINE_STATUS} WHERE {where} AND time <= {int(end_ms)}ms"
+    )
+    gap = max_gap_ms(site, machine, reported[0][1].get("last") if reported else None)
+    lookback = start_ms - gap
     # Samples come as (ts_ms, fields) straight away: long windows hold many of them, Row objects are not needed.
     older = store.field_rows(
         f"SELECT * FROM {TELEMETRY} WHERE {where} AND time < {int(lookback)}ms ORDER BY time DESC LIMIT 1"
@@ -34,6 +38,14 @@ def fetch_timeline(store: InfluxStore, site: SiteConfig, machine: Machine, start
     samples: list[tuple[int, Mapping[str, object]]] = [*older, *rows]
     status_events = [(ts, str(fields.get("status", ""))) for ts, fields in statuses]
     return build_timeline(samples, status_events, start_ms, end_ms, gap)
+
+
+def max_gap_ms(site: SiteConfig, machine: Machine, heartbeat_ms: object = None) -> int:
+    """The longest silence that still counts as covered: the heartbeat the agent reported, else the site file's."""
+    fallback = site.max_gap_ms(machine)
+    if isinstance(heartbeat_ms, int) and not isinstance(heartbeat_ms, bool) and heartbeat_ms > 0:
+        return max(fallback, site.gap_for_heartbeat_ms(machine, heartbeat_ms))
+    return fallback
 
 
 # The store answers several queries at once; fetching machines in parallel overlaps its work with ours.

@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from shopfloor.contracts import SCHEMA_VERSION, StatusMessage, TelemetryBatch, Topic, TopicKind
+from shopfloor.contracts import SCHEMA_VERSION, SignalValue, StatusMessage, TelemetryBatch, Topic, TopicKind
 from shopfloor.influx import MACHINE_STATUS, TELEMETRY, Point
 
 
@@ -30,12 +30,10 @@ def status_to_point(topic: Topic, status: StatusMessage) -> Point:
     """Turn a machine status message received on topic into a machine_status point."""
     if topic.kind is not TopicKind.MACHINE_STATUS:
         raise ValueError(f"topic {topic} is not a machine status topic; only machine statuses are stored")
-    return Point(
-        MACHINE_STATUS,
-        {"site": topic.site, "machine": topic.machine},
-        {"status": status.status.value, "agent": status.agent, "detail": status.detail},
-        status.ts,
-    )
+    fields: dict[str, SignalValue] = {"status": status.status.value, "agent": status.agent, "detail": status.detail}
+    if status.heartbeat_ms is not None:
+        fields["heartbeat_ms"] = status.heartbeat_ms
+    return Point(MACHINE_STATUS, {"site": topic.site, "machine": topic.machine}, fields, status.ts)
 
 
 def seq_ranges(seqs: Iterable[int]) -> list[tuple[int, int]]:

@@ -1,4 +1,4 @@
-"""`shopfloor agent`: poll the site's PLCs and publish to MQTT until SIGINT/SIGTERM."""
+"""`shopfloor agent`: poll the site's PLCs and publish to MQTT until SIGINT/SIGTERM; `--check` only validates."""
 
 from __future__ import annotations
 
@@ -12,11 +12,15 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.agent import AgentError, AgentOptions, EdgeAgent
+from edge_agent.delivery import DeliveryOptions
 from shopfloor.cli import LOG_FORMAT, add_common, add_mqtt
+from shopfloor.codec import describe_plan, plan_reads
 from shopfloor.config import load_site
 from shopfloor.mqtt import MqttSettings
 from shopfloor.settings import Settings
 from shopfloor.yamlfile import ConfigError
+
+MIB = 1024 * 1024
 
 
 def add_parser(sub: Any) -> None:
@@ -24,29 +28,78 @@ def add_parser(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
         "agent",
         help="poll PLCs over Modbus TCP and publish telemetry and status to MQTT",
-        description="Poll every machine of the site (or --machines) and publish telemetry batches (QoS1) and "
-        "retained machine/agent status to MQTT. Stops cleanly on SIGINT/SIGTERM.",
+        description="Poll every machine of the site (or --machines), report by exception and publish telemetry "
+        "batches (QoS1) and retained machine/agent status to MQTT. Every batch stays in the outbox until a "
+        "collector commits it. Stops cleanly on SIGINT/SIGTERM.",
     )
     add_common(p)
     add_mqtt(p)
     p.add_argument("--agent-id", required=True, help="this agent's id, e.g. edge-1 ([a-z0-9][a-z0-9-]{0,62})")
     p.add_argument("--machines", default=None, help="comma-separated machine ids to poll (default: all of the site)")
     p.add_argument(
+        "--check",
+        action="store_true",
+        help="validate the site and options, print each machine's read plan, connect to nothing, and exit",
+    )
+    p.add_argument(
         "--data-dir",
         type=Path,
         default=Settings().data_dir,
-        help="where the agent keeps its seq counters (default: %(default)s)",
+        help="where the agent keeps its outbox and seq counters (default: %(default)s)",
     )
-    p.add_argument(
+    g = p.add_argument_group("publishing")
+    g.add_argument(
         "--publish-interval",
         type=float,
-        default=None,
-        metavar="SECONDS",
-        help="publish each machine's samples this often (default: every poll)",
+        default=1.0,
+        metavar="S",
+        help="publish each machine's samples at least this often (default: %(default)s)",
     )
-    p.add_argument(
+    g.add_argument(
         "--max-batch-samples", type=int, default=100, metavar="N", help="most samples in one message (default: 100)"
     )
+    g.add_argument(
+        "--heartbeat",
+        type=float,
+        default=None,
+        metavar="S",
+        help="send every signal at least this often (default: each machine's heartbeat_s in the site file)",
+    )
+    g = p.add_argument_group("outbox and resending")
+    g.add_argument("--outbox-max-mb", type=float, default=256, metavar="MB", help="outbox size limit (default: 256)")
+    g.add_argument(
+        "--outbox-max-age-h", type=float, default=168, metavar="H", help="drop batches older than this (default: 168)"
+    )
+    g.add_argument(
+        "--commit-timeout",
+        type=float,
+        default=30,
+        metavar="S",
+        help="resend a batch no collector committed within this time (default: 30)",
+    )
+    g.add_argument(
+        "--resend-rate", type=float, default=200, metavar="N", help="most resent messages per second (default: 200)"
+    )
+    g = p.add_argument_group("broker login and TLS")
+    g.add_argument("--mqtt-username", default=None, help="broker user name (also in the URL: mqtt://user:pass@host)")
+    g.add_argument(
+        "--mqtt-password-file", type=Path, default=None, help="file holding the broker password (first line)"
+    )
+    g.add_argument("--mqtt-ca", default=None, help="CA certificate file (mqtts:// URLs)")
+    g.add_argument("--mqtt-cert", default=None, help="client certificate file (mqtts://)")
+    g.add_argument("--mqtt-key", default=None, help="client key file (mqtts://)")
+    g.add_argument(
+        "--mqtt-protocol", default="auto", choices=["auto", "5", "3.1.1"], help="MQTT version (default: auto)"
+    )
+    g = p.add_argument_group("metrics")
+    g.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        metavar="PORT",
+        help="serve Prometheus /metrics and /healthz on this port (default: off; 0: any free port)",
+    )
+    g.add_argument("--metrics-host", default="127.0.0.1", help="address to serve metrics on (default: %(default)s)")
     p.set_defaults(func=run)
 
 
@@ -56,22 +109,88 @@ def _machine_ids(text: str | None) -> list[str] | None:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
+def mqtt_settings(args: argparse.Namespace) -> MqttSettings:
+    """Broker settings from --mqtt and the login/TLS options; raise ValueError with a clear message."""
+    overrides: dict[str, Any] = {"protocol": args.mqtt_protocol}
+    if args.mqtt_username:
+        overrides["username"] = args.mqtt_username
+    if args.mqtt_password_file is not None:
+        try:
+            lines = args.mqtt_password_file.read_text().splitlines()
+        except OSError as exc:
+            raise ValueError(f"--mqtt-password-file {str(args.mqtt_password_file)!r}: cannot read ({exc})") from exc
+        overrides["password"] = lines[0] if lines else ""
+    for option, name in (("mqtt_ca", "ca_file"), ("mqtt_cert", "cert_file"), ("mqtt_key", "key_file")):
+        value = getattr(args, option)
+        if value is not None:
+            if not Path(value).is_file():
+                raise ValueError(f"--{option.replace('_', '-')} {value!r}: no such file")
+            overrides[name] = value
+    return MqttSettings.from_url(args.mqtt, **overrides)
+
+
+def options(args: argparse.Namespace) -> AgentOptions:
+    """AgentOptions from the command line; raise ValueError naming what is wrong."""
+    for name in ("outbox_max_mb", "outbox_max_age_h"):
+        value = getattr(args, name)
+        if not 0 < value < float("inf"):
+            raise ValueError(f"--{name.replace('_', '-')} must be a positive number, got {value!r}")
+    return AgentOptions(
+        publish_interval_s=args.publish_interval,
+        max_batch_samples=args.max_batch_samples,
+        heartbeat_s=args.heartbeat,
+        outbox_max_bytes=int(args.outbox_max_mb * MIB),
+        outbox_max_age_s=args.outbox_max_age_h * 3600,
+        delivery=DeliveryOptions(commit_timeout_s=args.commit_timeout, resend_rate=args.resend_rate),
+        metrics_host=args.metrics_host,
+        metrics_port=args.metrics_port,
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the agent for parsed arguments; return the exit code."""
     site = load_site(args.site)
     try:
-        mqtt = MqttSettings.from_url(args.mqtt)
-        options = AgentOptions(publish_interval_s=args.publish_interval, max_batch_samples=args.max_batch_samples)
-        agent = EdgeAgent(site, args.agent_id, mqtt, args.data_dir, _machine_ids(args.machines), options=options)
+        mqtt = mqtt_settings(args)
+        agent = EdgeAgent(site, args.agent_id, mqtt, args.data_dir, _machine_ids(args.machines), options=options(args))
     except ValueError as exc:
         print(f"shopfloor agent: {exc}", file=sys.stderr)
         return 2
+    if args.check:
+        print(check_report(agent))
+        return 0
     try:
         asyncio.run(_serve(agent))
     except AgentError as exc:
         print(f"shopfloor agent: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def check_report(agent: EdgeAgent) -> str:
+    """What the agent would do: per machine, where it polls, how often it reports, and its read plan."""
+    lines = [
+        f"site {agent.site.site.id!r}: agent {agent.agent_id!r}, {len(agent.machines)} machine(s), "
+        f"broker {agent.mqtt} (MQTT {agent.mqtt.protocol}), outbox in {agent.data_dir}",
+    ]
+    endpoints: dict[tuple[str, int], list[str]] = {}
+    for machine in agent.machines:
+        endpoints.setdefault((machine.host, machine.port), []).append(machine.id)
+    for machine in agent.machines:
+        profile = agent.site.profile(machine.profile)
+        shared = endpoints[(machine.host, machine.port)]
+        others = ", ".join(m for m in shared if m != machine.id)
+        via = f" (shares its connection with {others})" if others else ""
+        lines.append("")
+        lines.append(
+            f"machine {machine.id!r} ({profile.model}) at {machine.host}:{machine.port} unit {machine.unit_id}{via}: "
+            f"poll every {machine.poll_interval_s:g} s, timeout {machine.timeout_s:g} s, "
+            f"heartbeat {agent.heartbeat_s(machine):g} s"
+        )
+        lines.append(describe_plan(profile, plan_reads(profile)))
+    lines.append("")
+    lines.append("ok: configuration is valid (nothing was contacted)")
+    return "\n".join(lines)
 
 
 async def _serve(agent: EdgeAgent) -> None:

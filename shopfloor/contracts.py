@@ -40,6 +40,9 @@ MAX_STRING_VALUE = 256
 # Sample timestamps must be plausible: 2000-01-01 .. 2100-01-01 in epoch ms.
 MIN_TS_MS = 946_684_800_000
 MAX_TS_MS = 4_102_444_800_000
+# A machine's heartbeat (report by exception): every signal is sent at least this often.
+MIN_HEARTBEAT_MS = 1_000
+MAX_HEARTBEAT_MS = 3_600_000
 
 
 class MachineState(StrEnum):
@@ -174,10 +177,13 @@ class StatusMessage(BaseModel):
     ts: StrictInt = Field(ge=MIN_TS_MS, le=MAX_TS_MS)
     agent: Id
     detail: str = Field(default="", max_length=500)
+    # Machine statuses: the longest the agent stays silent about this machine while polling it fine (report by
+    # exception sends every signal at least this often), so consumers learn the allowance from the data.
+    heartbeat_ms: StrictInt | None = Field(default=None, ge=MIN_HEARTBEAT_MS, le=MAX_HEARTBEAT_MS)
 
     def to_json(self) -> bytes:
         """Serialise compactly for the wire."""
-        return self.model_dump_json().encode()
+        return self.model_dump_json(exclude_none=True).encode()
 
 
 class TopicKind(StrEnum):

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from shopfloor.contracts import LinkStatus
 
-_BLOCK_RE = re.compile(r"(holding|input) registers \d+\.\.\d+")
+_BLOCK_RE = re.compile(r"(holding registers|input registers|coils|discrete inputs) \d+\.\.\d+")
 MAX_DETAIL = 500  # StatusMessage.detail limit
 
 

@@ -113,6 +113,12 @@ def _decode_series(series: dict[str, Any]) -> Iterator[tuple[int, dict[str, Sign
         yield int(values[time_index]), fields, values
 
 
+def _unprefix(series: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """The series with prefix taken off its column names (last(*) names its columns last_<field>)."""
+    columns = [c.removeprefix(prefix) for c in series["columns"]]
+    return {**series, "columns": columns}
+
+
 class InfluxStore:
     """Write points to and query rows from an InfluxDB-compatible /write + /query endpoint."""
 
@@ -227,9 +233,21 @@ class InfluxStore:
         )
 
     def latest(self, site: str, measurement: str = TELEMETRY) -> dict[str, Row]:
-        """The newest row per machine of site."""
-        rows = self.rows(
-            f"SELECT * FROM {quote_ident(measurement)} WHERE site = {quote_literal(site)}"
-            " GROUP BY machine ORDER BY time DESC LIMIT 1"
-        )
-        return {r.tags["machine"]: r for r in rows if "machine" in r.tags}
+        """Per machine of site: the time of its newest row, with the last value of every field.
+
+        Samples are reported by exception (a value holds until the next value of that signal), so the newest row
+        alone carries only what changed last; each field's last value is what the machine shows now.
+        """
+        where = f"FROM {quote_ident(measurement)} WHERE site = {quote_literal(site)} GROUP BY machine"
+        newest = {r.tags["machine"]: r for r in self.rows(f"SELECT * {where} ORDER BY time DESC LIMIT 1")}
+        out: dict[str, Row] = {}
+        for series in self.query(f"SELECT last(*) {where}"):
+            machine = (series.get("tags") or {}).get("machine")
+            row = newest.get(machine) if isinstance(machine, str) else None
+            if row is None or not isinstance(machine, str):
+                continue
+            fields = dict(row.fields)
+            for _, last_fields, _ in _decode_series(_unprefix(series, "last_")):
+                fields = {**last_fields, **fields}
+            out[machine] = Row(row.ts_ms, row.tags, fields)
+        return out

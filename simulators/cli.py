@@ -123,13 +123,30 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--agent-id", default="replay", help="replay: agent id in telemetry and status payloads (default: %(default)s)"
     )
-    p.add_argument("--batch", type=int, default=60, help="replay: samples per message, 1..1000 (default: %(default)s)")
+    p.add_argument(
+        "--batch", type=int, default=1000, help="replay: most samples per message, 1..1000 (default: %(default)s)"
+    )
     p.add_argument(
         "--poll-interval",
         type=float,
         default=None,
         metavar="S",
-        help="replay: seconds between samples for every machine (default: each machine's poll_interval_s)",
+        help="replay: seconds between polls for every machine (default: each machine's poll_interval_s)",
+    )
+    p.add_argument(
+        "--publish-interval",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="replay: publish each machine's samples at least this often, like the agent's option "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--heartbeat",
+        type=float,
+        default=None,
+        metavar="S",
+        help="replay: send every signal at least this often (default: each machine's heartbeat_s)",
     )
     p.set_defaults(func=run)
 

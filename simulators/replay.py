@@ -1,23 +1,22 @@
 """Replay: the telemetry an edge agent would have published for a period, generated without any waiting.
 
-Each machine is "polled" at its poll interval from the period's start; each poll goes through the device
-profile (encode, then decode, like a real register read), so values carry the same precision an agent sees.
-Polls that fall in an unreachable or exception window, or whose reply would come after the machine's timeout,
-give no sample, as with a real agent, and, as the agent does, the machine's retained status goes `unreachable`
-at the first such poll and `online` again at the first poll that succeeds (and `online` at the first poll of
-the replay). Samples are batched into TelemetryBatch messages stamped with scenario time; they and the status
-messages go to MQTT (QoS1, as fast as the broker acknowledges; statuses retained) or to a JSON-lines file.
+Each machine is "polled" at its poll interval from the period's start. A poll reads the registers the simulated
+PLC shows (its signal values encoded through the device profile) and hands them to the agent's own reporting code
+(shopfloor.reporting.MachineReporter: decoding, counter unwrapping, report by exception, batching, link status),
+so replayed messages are what an agent would have published. Polls that fall in an unreachable or exception
+window, or whose reply would come after the machine's timeout, fail as they would for the agent. Messages carry
+scenario time; they go to MQTT (QoS1, as fast as the broker acknowledges; statuses retained) or to a JSON-lines
+file.
 """
 
 from __future__ import annotations
 
 import argparse
 import heapq
+import itertools
 import json
 import logging
-import math
 import os
-import struct
 import sys
 import time
 import zoneinfo
@@ -26,31 +25,29 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import IO, cast
+from typing import IO
 
-from pydantic import ValidationError
-
-from shopfloor.codec import DecodeError, decode_value, encode_value, plan_reads
-from shopfloor.config import DataType, DeviceProfile, RegisterSpec, SiteConfig
+from shopfloor.codec import ReadBlock, encode_value
+from shopfloor.config import DeviceProfile, Machine, RegisterSpec, SiteConfig
 from shopfloor.contracts import (
-    COUNTER_SIGNALS,
     MAX_SAMPLES_PER_BATCH,
-    MAX_SIGNALS_PER_SAMPLE,
-    LinkStatus,
     Sample,
     SignalValue,
     StatusMessage,
     TelemetryBatch,
     Topic,
-    check_signal,
     is_valid_id,
 )
+from shopfloor.health import Transition
+from shopfloor.modbus import describe_block
+from shopfloor.reporting import MachineReporter
 from simulators.plan import FaultKind
 from simulators.scenario import load_scenario
 from simulators.world import World
 
 log = logging.getLogger(__name__)
-DEFAULT_BATCH = 60  # samples per message: one minute of 1 s polls
+# Replay publishes like an agent with --publish-interval 60: a message per machine per minute at most.
+DEFAULT_PUBLISH_INTERVAL_S = 60.0
 INFLIGHT = 1000  # QoS1 messages awaiting PUBACK before we wait for the oldest
 
 
@@ -105,309 +102,204 @@ class ReplayStats:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class _Outage:
-    start_ms: int
-    end_ms: int
-    detail: str
+class _Collected:
+    """A reporter sink that turns what the agent's code hands over into the messages an agent publishes."""
 
+    def __init__(self, agent: str, site: str, machine: str, heartbeat_ms: int) -> None:
+        self.agent, self.site, self.machine, self.heartbeat_ms = agent, site, machine, heartbeat_ms
+        self.topic = str(Topic.telemetry(site, machine))
+        self.status_topic = str(Topic.machine_status(site, machine))
+        self.seq = 0
+        self.out: list[Message] = []
 
-def _outages(world: World, machine_id: str) -> list[_Outage]:
-    """Windows in which every poll of machine fails, overlapping ones merged, with the agent's failure text."""
-    machine = world.site.machine(machine_id)
-    assert machine is not None
-    first = plan_reads(world.site.profile(machine.profile))[0]
-    what = f"{first.table} registers {first.start}..{first.end - 1} read failed"
-    texts = {
-        FaultKind.UNREACHABLE: f"read failed (cannot connect to {machine.host}:{machine.port} (connection refused))",
-        FaultKind.MODBUS_EXCEPTION: f"{what} (PLC replied with Modbus exception {{code}})",
-        FaultKind.SLOW_REPLIES: f"{what} (no reply within {machine.timeout_s} s)",
-    }
-    out: list[_Outage] = []
-    for fault in world.plan.faults_in(world.start_ms, world.end_ms):
-        if fault.machine != machine_id:
-            continue
-        if fault.kind is FaultKind.SLOW_REPLIES and fault.delay_s < machine.timeout_s:
-            continue  # late but within the agent's timeout: polls succeed
-        detail = texts[fault.kind].format(code=fault.code)
-        if out and fault.start_ms <= out[-1].end_ms:
-            last = out[-1]
-            out[-1] = _Outage(last.start_ms, max(last.end_ms, fault.end_ms), last.detail)
+    def samples(self, machine: Machine, samples: list[Sample]) -> None:
+        fields = {"v": 1, "agent": self.agent, "site": self.site, "machine": self.machine, "seq": self.seq}
+        # The reporter built every sample with the contract's check; the header is checked on the first batch.
+        if self.seq == 0:
+            batch = TelemetryBatch.model_validate({**fields, "samples": samples})
         else:
-            out.append(_Outage(fault.start_ms, fault.end_ms, detail))
-    return out
+            batch = TelemetryBatch.model_construct(**fields, samples=samples)  # type: ignore[arg-type]
+        self.seq += 1
+        self.out.append(Message(self.topic, batch))
+
+    def status(self, machine: Machine, transition: Transition) -> None:
+        status = StatusMessage(
+            status=transition.status,
+            ts=transition.ts,
+            agent=self.agent,
+            detail=transition.detail,
+            heartbeat_ms=self.heartbeat_ms,
+        )
+        self.out.append(Message(self.status_topic, status=status))
+
+    def offset(self, machine: Machine, signal: str, value: float) -> None:
+        """Counter offsets live in the reporter for the whole replay; nothing to persist."""
+
+
+class SimulatedPlc:
+    """The registers a machine's PLC shows for the simulator's signal values, block by block, as the agent reads
+    them: exactly encode() of the values (each signal's registers ORed into zeroed blocks), worked out only for
+    the signals whose value changed since the previous read."""
+
+    def __init__(self, profile: DeviceProfile, blocks: list[ReadBlock]) -> None:
+        self.blocks = blocks
+        self._slots: list[tuple[str, RegisterSpec, int, int]] = []  # signal, spec, block index, offset in block
+        for spec in profile.registers:
+            index = next(
+                i
+                for i, b in enumerate(blocks)
+                if b.table is spec.table and b.start <= spec.address and spec.address + spec.count <= b.end
+            )
+            self._slots.append((spec.signal, spec, index, spec.address - blocks[index].start))
+        self._by_block = [[i for i, slot in enumerate(self._slots) if slot[2] == b] for b in range(len(blocks))]
+        self._memo: list[dict[tuple[type, SignalValue], list[int] | None]] = [{} for _ in self._slots]
+        self._values: list[object] = [_MISSING] * len(self._slots)  # each slot's last value
+        self._words: list[list[int] | None] = [None] * len(self._slots)  # each slot's encoded registers
+        self._registers: dict[ReadBlock, list[int]] = {b: [0] * b.count for b in blocks}
+
+    def read(self, values: dict[str, SignalValue]) -> dict[ReadBlock, list[int]]:
+        """Registers for values; blocks whose registers did not change are the same list objects as last time."""
+        dirty: set[int] | None = None
+        last_values, slot_words = self._values, self._words
+        for n, (signal, spec, index, _) in enumerate(self._slots):
+            value = values.get(signal)
+            last = last_values[n]
+            if value is last or (value == last and type(value) is type(last)):
+                continue
+            last_values[n] = value
+            if value is None:
+                encoded = None
+            else:
+                memo = self._memo[n]
+                key = (value.__class__, value)
+                if key in memo:
+                    encoded = memo[key]
+                else:
+                    try:
+                        encoded = encode_value(spec, value)
+                    except ValueError:
+                        encoded = None  # a value the PLC cannot show: its registers stay 0
+                    if len(memo) >= _CACHE_LIMIT:
+                        memo.clear()
+                    memo[key] = encoded
+            if encoded == slot_words[n]:
+                continue
+            slot_words[n] = encoded
+            if dirty is None:
+                dirty = set()
+            dirty.add(index)
+        if dirty:
+            registers = self._registers = dict(self._registers)
+            for index in dirty:
+                block = self.blocks[index]
+                words = [0] * block.count
+                for n in self._by_block[index]:
+                    encoded = slot_words[n]
+                    if encoded is not None:
+                        offset = self._slots[n][3]
+                        for i, word in enumerate(encoded):
+                            words[offset + i] |= word
+                registers[block] = words
+        return self._registers
+
+
+def _failure_texts(machine: Machine, blocks: list[ReadBlock]) -> dict[FaultKind, str]:
+    """What the agent's reader reports for each kind of network fault (PlcError texts)."""
+    what = describe_block(blocks[0])
+    return {
+        FaultKind.UNREACHABLE: f"cannot connect to {machine.host}:{machine.port} (connection refused)",
+        FaultKind.MODBUS_EXCEPTION: f"{what}: PLC replied with Modbus exception {{code}}",
+        FaultKind.SLOW_REPLIES: f"{what}: no reply within {machine.timeout_s} s",
+    }
 
 
 def _machine_messages(
-    world: World, machine_id: str, agent: str, batch_size: int, poll_ms: int | None
+    world: World, machine_id: str, agent: str, options: ReplayOptions
 ) -> Iterator[Message]:
-    """One machine's messages in the order an agent publishes them.
-
-    Like the agent: the first poll's outcome publishes online or unreachable; afterwards only changes are
-    published, each stamped with the time of the poll that saw it; pending samples go out before an
-    unreachable status, and an online status before the samples that follow it.
-    """
+    """One machine's messages in the order an agent publishes them, made by the agent's own reporting code."""
     site = world.site
     machine = site.machine(machine_id)
     assert machine is not None
     profile = site.profile(machine.profile)
-    step = poll_ms if poll_ms is not None else max(1, round(machine.poll_interval_s * 1000))
+    step = options.poll_ms if options.poll_ms is not None else max(1, round(machine.poll_interval_s * 1000))
+    if options.poll_ms is not None:
+        machine = machine.model_copy(update={"poll_interval_s": step / 1000})
+    heartbeat_s = options.heartbeat_s if options.heartbeat_s is not None else machine.heartbeat_s
+    sink = _Collected(agent, site.site.id, machine_id, round(heartbeat_s * 1000))
+    reporter = MachineReporter(
+        machine,
+        profile,
+        sink,
+        publish_interval_s=options.publish_interval_s,
+        max_batch_samples=options.max_batch_samples,
+        heartbeat_s=heartbeat_s,
+    )
+    plc = SimulatedPlc(profile, reporter.blocks)
+    texts = _failure_texts(machine, reporter.blocks)
     sim = world.machines[machine_id]
-    last_poll = world.start_ms + (world.end_ms - 1 - world.start_ms) // step * step
-    roundtrip = _Roundtrip(profile, _ts_range(world.start_ms, last_poll))
-    outages = _outages(world, machine_id)
-    topic = str(Topic.telemetry(site.site.id, machine_id))
-    status_topic = str(Topic.machine_status(site.site.id, machine_id))
-    seq = 0
-    pending: list[Sample] = []
-    link: LinkStatus | None = None
-    next_outage = 0
+    faults = [
+        f
+        for f in world.plan.faults_in(world.start_ms, world.end_ms)
+        if f.machine == machine_id and not (f.kind is FaultKind.SLOW_REPLIES and f.delay_s < machine.timeout_s)
+    ]
+    next_fault = 0
+    out = sink.out
     t = world.start_ms
     while t < world.end_ms:
-        while next_outage < len(outages) and outages[next_outage].end_ms <= t:
-            next_outage += 1
-        outage = outages[next_outage] if next_outage < len(outages) else None
-        if outage is not None and outage.start_ms <= t:
-            if link is not LinkStatus.UNREACHABLE:
-                if pending:
-                    yield Message(topic, _batch(agent, site.site.id, machine_id, seq, pending))
-                    seq, pending = seq + 1, []
-                link = LinkStatus.UNREACHABLE
-                yield Message(status_topic, status=StatusMessage(status=link, ts=t, agent=agent, detail=outage.detail))
+        while next_fault < len(faults) and faults[next_fault].end_ms <= t:
+            next_fault += 1
+        fault = None
+        for candidate in itertools.islice(faults, next_fault, None):
+            if candidate.start_ms > t:
+                break
+            if t < candidate.end_ms:
+                fault = candidate
+                break
+        if fault is not None:
+            reporter.failed(t, texts[fault.kind].format(code=fault.code))
         else:
-            if link is not LinkStatus.ONLINE:
-                link = LinkStatus.ONLINE
-                yield Message(status_topic, status=StatusMessage(status=link, ts=t, agent=agent))
             # world.values(machine_id, t) without its clamp: t is always inside the run here.
             sim.advance(t)
-            pending.append(roundtrip(t, sim.values(t)))
-            if len(pending) >= batch_size:
-                yield Message(topic, _batch(agent, site.site.id, machine_id, seq, pending))
-                seq, pending = seq + 1, []
+            reporter.read(t, plc.read(sim.values(t)))
+        reporter.tick(t)
+        if out:
+            yield from out
+            out.clear()
         t += step
-    if pending:
-        yield Message(topic, _batch(agent, site.site.id, machine_id, seq, pending))
-
-
-def _batch(agent: str, site: str, machine: str, seq: int, samples: list[Sample]) -> TelemetryBatch:
-    """A batch as the collector's model accepts it: replay never emits a bad payload."""
-    fields = {"v": 1, "agent": agent, "site": site, "machine": machine, "seq": seq, "samples": samples}
-    if seq == 0:
-        # The header (ids) is the same in every batch of a machine: the first batch checks it, and its samples
-        # again. Later batches differ only in seq (counting up from 0) and in samples that _Roundtrip has
-        # checked, 1..batch_size of them, so validating them whole again would change nothing but the time.
-        return TelemetryBatch.model_validate(fields)
-    return TelemetryBatch.model_construct(**fields)  # type: ignore[arg-type]
-
-
-_CACHE_LIMIT = 4096  # distinct values remembered per signal; counters and energy keep producing new ones
-_INT_FORMATS = {
-    DataType.UINT16: ">H",
-    DataType.BITS16: ">H",
-    DataType.INT16: ">h",
-    DataType.UINT32: ">I",
-    DataType.INT32: ">i",
-}
-_UNSIGNED = (DataType.UINT16, DataType.BITS16, DataType.UINT32)
-_INFINITIES = (float("inf"), float("-inf"))
-
-
-def _signal_roundtrip(spec: RegisterSpec) -> Callable[[SignalValue], SignalValue | None]:
-    """What an agent decodes for spec after the PLC shows value (None: the agent reports a decode error).
-
-    Exactly decode_value(spec, encode_value(spec, value)); for plain numbers the same arithmetic without the
-    register lists in between (word order cancels out: encode splits the bytes, decode joins them back the
-    same way). tests/unit/test_sim_replay_speed.py holds this against the codec.
-    """
-    t, scale, is_float = spec.type, spec.scale, spec.is_float
-
-    def via_codec(value: SignalValue) -> SignalValue | None:
-        try:
-            return decode_value(spec, encode_value(spec, value))
-        except (DecodeError, ValueError):
-            return None
-
-    if t is DataType.STRING or spec.states is not None:
-        return via_codec
-    if t is DataType.FLOAT32:
-        f32 = struct.Struct(">f")
-        pack_f, unpack_f = f32.pack, f32.unpack
-
-        def float32(value: SignalValue) -> SignalValue | None:
-            if isinstance(value, str):
-                return None  # encode_value: a string cannot go into a number register
-            raw = float(value) / scale if scale != 1.0 else value
-            number: float = unpack_f(pack_f(float(raw)))[0]
-            if number != number or number in _INFINITIES:
-                return None  # decode_value: NaN or infinity
-            return round(float(number) * scale, 6)
-
-        return float32
-
-    word = struct.Struct(_INT_FORMATS[t])
-    pack_i, unpack_i = word.pack, word.unpack
-    modulus = (1 << (16 if t.width == 1 else 32)) if t in _UNSIGNED else None
-
-    def integer(value: SignalValue) -> SignalValue | None:
-        if isinstance(value, str):
-            return None
-        raw = float(value) / scale if scale != 1.0 else value
-        try:
-            n = round(raw)
-        except ValueError:
-            return None  # NaN
-        if modulus is not None:
-            n %= modulus  # PLC counters wrap at their width
-        number: int = unpack_i(pack_i(n))[0]
-        return round(float(number) * scale, 6) if is_float else int(number)
-
-    return integer
-
-
-class _Roundtrip:
-    """One poll as an agent sees it: signal values encoded into the registers and decoded back, as a Sample.
-
-    Everything but the counters (state, stop reason, badge, job, power, alarms, ...) changes only when the
-    machine's situation does, so the decoded form of those signals is remembered per combination of values
-    they come in; the counters go through each signal's own memo of recent values. Every decoded value passes
-    the contract's Sample check (with the poll's timestamp) the first time it is produced, so samples can be
-    built without validating them whole again: the output is the same as validating every sample.
-    """
-
-    def __init__(self, profile: DeviceProfile, ts_valid: tuple[int, int] = (0, -1)) -> None:
-        self.ts_valid = ts_valid  # polls in this range have a timestamp the contract accepts (see _ts_range)
-        self.signals = [_SignalMemo(spec) for spec in profile.registers]
-        self.counters = [memo for memo in self.signals if memo.signal in COUNTER_SIGNALS]
-        self.steady_names = tuple(memo.signal for memo in self.signals if memo.signal not in COUNTER_SIGNALS)
-        self.templates: dict[tuple[tuple[object, ...], tuple[type, ...]], _Template] = {}
-
-    def __call__(self, ts: int, values: dict[str, SignalValue]) -> Sample:
-        steady = tuple(map(values.get, self.steady_names))  # None: the machine does not show that signal
-        # Keyed by type too: 1, 1.0 and True are equal but encode differently.
-        key = (steady, tuple(map(type, steady)))
-        template = self.templates.get(key)
-        if template is None or (template.zeros and _negative_zero(steady, template.zeros)):
-            template = self._template(ts, values, steady, key)
-        # Every signal in register-map order; the counters' placeholders are replaced or removed below.
-        out = cast(dict[str, SignalValue], template.out.copy())
-        fresh: dict[str, SignalValue] = {}
-        for memo in self.counters:
-            signal = memo.signal
-            value = values.get(signal)
-            if value is None:
-                del out[signal]  # the machine does not show it
-                continue
-            decoded = memo.cache.get((value.__class__, value), _MISSING)  # lookup(), inline: the common case
-            if decoded is _MISSING:
-                decoded = memo.lookup(value, fresh)
-            if decoded is None:
-                del out[signal]  # a decode error an agent would report: the signal is left out
-            else:
-                out[signal] = decoded  # type: ignore[assignment]
-        ts_ok = self.ts_valid[0] <= ts <= self.ts_valid[1]
-        if fresh or not ts_ok or len(out) > MAX_SIGNALS_PER_SAMPLE:
-            _check_sample(ts, ts_ok, fresh, out)
-        return Sample.model_construct(ts=ts, values=out)
-
-    def _template(
-        self, ts: int, values: dict[str, SignalValue], steady: tuple[object, ...], key: tuple[object, ...]
-    ) -> _Template:
-        out: dict[str, object] = {}
-        fresh: dict[str, SignalValue] = {}
-        for memo in self.signals:
-            if memo.signal in COUNTER_SIGNALS:
-                out[memo.signal] = _MISSING  # filled in (or removed) on every poll
-                continue
-            if memo.signal not in values:
-                continue
-            decoded = memo.lookup(values[memo.signal], fresh)
-            if decoded is not None:
-                out[memo.signal] = decoded
-        Sample.model_validate({"ts": ts, "values": fresh})  # raises ValidationError
-        # 0.0 == -0.0 but they print differently: remember where the template's key has a float zero, and
-        # only reuse it for +0.0 there (a -0.0, never seen in practice, is decoded afresh every time).
-        zeros = tuple(i for i, v in enumerate(steady) if isinstance(v, float) and v == 0)
-        template = _Template(out, zeros)
-        if _negative_zero(steady, zeros):
-            return template
-        if len(self.templates) >= _CACHE_LIMIT:
-            self.templates.clear()
-        self.templates[key] = template  # type: ignore[index]
-        return template
-
-
-def _negative_zero(steady: tuple[object, ...], zeros: tuple[int, ...]) -> bool:
-    return any(math.copysign(1.0, steady[i]) < 0 for i in zeros)  # type: ignore[arg-type]
-
-
-def _check_sample(ts: int, ts_ok: bool, fresh: dict[str, SignalValue], out: dict[str, SignalValue]) -> None:
-    """Check the values not seen before with the contract; on any doubt, validate the whole sample (may raise)."""
-    try:
-        for name, value in fresh.items():
-            check_signal(name, value)
-    except ValueError:
-        pass
-    else:
-        if ts_ok and len(out) <= MAX_SIGNALS_PER_SAMPLE:
-            return
-    Sample.model_validate({"ts": ts, "values": out})  # raises ValidationError, as replay always has
-
-
-def _ts_range(first: int, last: int) -> tuple[int, int]:
-    """first..last if the contract accepts both as sample timestamps (and so every poll between), else empty."""
-    try:
-        for ts in (first, last):
-            Sample.model_validate({"ts": ts, "values": {}})
-    except ValidationError:
-        return (0, -1)  # every poll validates its own timestamp and fails as it always did
-    return (first, last)
+    reporter.flush()
+    yield from out
 
 
 @dataclass(frozen=True, slots=True)
-class _Template:
-    out: dict[str, object]  # decoded steady signals, counters as placeholders, in register-map order
-    zeros: tuple[int, ...]  # positions of float zeros in the key
+class ReplayOptions:
+    """How the replayed agent publishes: its poll step, publish interval, batch size and heartbeat."""
+
+    poll_ms: int | None = None  # None: each machine's poll_interval_s
+    publish_interval_s: float = DEFAULT_PUBLISH_INTERVAL_S
+    max_batch_samples: int = MAX_SAMPLES_PER_BATCH
+    heartbeat_s: float | None = None  # None: each machine's heartbeat_s
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_batch_samples <= MAX_SAMPLES_PER_BATCH:
+            raise ValueError(f"batch size must be 1..{MAX_SAMPLES_PER_BATCH}, got {self.max_batch_samples}")
+        if not 0 < self.publish_interval_s <= 3600:
+            raise ValueError(f"publish interval must be in (0, 3600] s, got {self.publish_interval_s}")
+        if self.heartbeat_s is not None and not 1 <= self.heartbeat_s <= 3600:
+            raise ValueError(f"heartbeat must be 1..3600 s, got {self.heartbeat_s}")
+        if self.poll_ms is not None and self.poll_ms < 1:
+            raise ValueError(f"poll interval must be at least 1 ms, got {self.poll_ms}")
 
 
-class _SignalMemo:
-    """One signal's round trip, remembering what its recent values decode to."""
-
-    __slots__ = ("cache", "roundtrip", "signal")
-
-    def __init__(self, spec: RegisterSpec) -> None:
-        self.signal = spec.signal
-        self.roundtrip = _signal_roundtrip(spec)
-        self.cache: dict[tuple[type, SignalValue], SignalValue | None] = {}
-
-    def lookup(self, value: SignalValue, fresh: dict[str, SignalValue]) -> SignalValue | None:
-        """The decoded value (None: decode error); a value not decoded before is also put in fresh."""
-        key = (value.__class__, value)  # 1, 1.0 and True are equal but encode differently
-        decoded = self.cache.get(key, _MISSING)
-        if decoded is not _MISSING:
-            return decoded  # type: ignore[return-value]
-        decoded = self.roundtrip(value)
-        if decoded is not None:
-            fresh[self.signal] = decoded
-        # 0.0 == -0.0 but they print differently: do not let one stand in for the other.
-        if not (isinstance(value, float) and value == 0):
-            if len(self.cache) >= _CACHE_LIMIT:
-                self.cache.clear()  # counters move on: keep the memo small and recent
-            self.cache[key] = decoded
-        return decoded
-
-
+_CACHE_LIMIT = 4096  # distinct values remembered per signal; counters and energy keep producing new ones
 _MISSING = object()
 
 
-def replay_messages(
-    world: World, agent: str = "replay", batch_size: int = DEFAULT_BATCH, poll_ms: int | None = None
-) -> Iterator[Message]:
+def replay_messages(world: World, agent: str = "replay", options: ReplayOptions | None = None) -> Iterator[Message]:
     """Every message an agent would have published over the world's period, in time order across machines."""
     if not is_valid_id(agent):
         raise ValueError(f"agent id {agent!r} is not valid (expected [a-z0-9][a-z0-9-]{{0,62}})")
-    if not 1 <= batch_size <= MAX_SAMPLES_PER_BATCH:
-        raise ValueError(f"batch size must be 1..{MAX_SAMPLES_PER_BATCH}, got {batch_size}")
-    streams = [_machine_messages(world, m, agent, batch_size, poll_ms) for m in world.machines]
+    opts = options or ReplayOptions()
+    streams = [_machine_messages(world, m, agent, opts) for m in world.machines]
     yield from heapq.merge(*streams, key=lambda msg: msg.ts)
 
 
@@ -438,15 +330,14 @@ def run_replay(
     world: World,
     send: Callable[[Message], None],
     agent: str = "replay",
-    batch_size: int = DEFAULT_BATCH,
-    poll_ms: int | None = None,
+    options: ReplayOptions | None = None,
     progress: IO[str] | None = None,
 ) -> ReplayStats:
     """Generate every message and hand it to send; return the counts."""
     stats = ReplayStats()
     bar = _Progress(world.start_ms, world.end_ms, progress) if progress is not None else None
     t0 = time.monotonic()
-    for message in replay_messages(world, agent, batch_size, poll_ms):
+    for message in replay_messages(world, agent, options):
         send(message)
         stats.messages += 1
         if message.batch is not None:
@@ -545,12 +436,22 @@ def run_replay_cli(site: SiteConfig, args: argparse.Namespace) -> int:
     if not is_valid_id(args.agent_id):
         print(f"shopfloor simulate --replay: --agent-id {args.agent_id!r} is not a valid id", file=sys.stderr)
         return 2
+    try:
+        options = ReplayOptions(
+            poll_ms=args.poll_ms,
+            publish_interval_s=args.publish_interval,
+            max_batch_samples=args.batch,
+            heartbeat_s=args.heartbeat,
+        )
+    except ValueError as exc:
+        print(f"shopfloor simulate --replay: {exc}", file=sys.stderr)
+        return 2
     scenario = load_scenario(Path(args.replay), site)
     world = World(site, scenario, args.seed, start_ms, end_ms)
     progress = sys.stderr
     if args.out is not None:
         with Path(args.out).open("w") as stream:
-            stats = run_replay(world, JsonlSink(stream), args.agent_id, args.batch, args.poll_ms, progress)
+            stats = run_replay(world, JsonlSink(stream), args.agent_id, options, progress)
     else:
         try:
             sink = MqttSink(args.mqtt, f"{args.agent_id}-replay-{os.getpid()}")
@@ -558,7 +459,7 @@ def run_replay_cli(site: SiteConfig, args: argparse.Namespace) -> int:
             print(f"shopfloor simulate --replay: {exc}", file=sys.stderr)
             return 1
         try:
-            stats = run_replay(world, sink, args.agent_id, args.batch, args.poll_ms, progress)
+            stats = run_replay(world, sink, args.agent_id, options, progress)
         finally:
             sink.close()
     print(stats.summary(), file=sys.stderr)

@@ -16,7 +16,7 @@ from api.models import (
     TimelinePublic,
     utc,
 )
-from api.reader import fetch_timeline
+from api.reader import fetch_timeline, max_gap_ms
 from api.routes.visibility import occupant
 from shopfloor.config import Machine, SiteConfig
 from shopfloor.influx import MACHINE_STATUS, Row
@@ -48,7 +48,8 @@ def link_of(site: SiteConfig, machine: Machine, sample: Row | None, status: Row 
         and (last_ms is None or status.ts_ms >= last_ms)
     ):
         return "unreachable"
-    if last_ms is None or now_ms - last_ms > site.max_gap_ms(machine):
+    heartbeat = status.fields.get("heartbeat_ms") if status is not None else None
+    if last_ms is None or now_ms - last_ms > max_gap_ms(site, machine, heartbeat):
         return "stale"
     return "online"
 

@@ -81,7 +81,10 @@ def site(example_site: SiteConfig) -> SiteConfig:
     keys = [
         ApiKey(name=name, sha256=hash_key(key), role=role, tenant=tenant) for name, (key, role, tenant) in KEYS.items()
     ]
-    return example_site.model_copy(update={"api_keys": keys})
+    # Heartbeat 1 s and gap factor 2 on 1 s polls: silence longer than 1 + 2 x 1 + 1 = 4 s is UNKNOWN.
+    machines = [m.model_copy(update={"heartbeat_s": 1.0}) for m in example_site.machines]
+    info = example_site.site.model_copy(update={"max_gap_factor": 2.0})
+    return example_site.model_copy(update={"api_keys": keys, "machines": machines, "site": info})
 
 
 @pytest.fixture
@@ -220,6 +223,29 @@ def test_delta_across_a_long_gap_is_not_lost_in_a_short_window(client: TestClien
     assert body["totals"]["good"] == 5
     assert body["unattributed"]["good"] == 5
     assert [i["state"] for i in body["intervals"]] == ["UNKNOWN", "RUNNING"]
+
+
+def test_heartbeat_reported_by_the_agent_sets_the_allowance(client: TestClient, influx_store: InfluxStore) -> None:
+    # Report by exception: nothing changed on press-01 for 30 s. The site file's heartbeat (1 s, allowance 4 s)
+    # makes 4..30 s UNKNOWN; an agent that says (in the machine's status) it stays silent up to 60 s covers it.
+    influx_store.write([tel("press-01", 0, state="RUNNING", good_count=10), tel("press-01", 30, good_count=11)])
+
+    def states() -> list[tuple[str, str, str]]:
+        body = client.get(
+            "/v1/machines/press-01/timeline", params={"from": at(0), "to": at(31)}, headers=auth("admin")
+        ).json()
+        return [(i["start"], i["end"], i["state"]) for i in body["intervals"]]
+
+    assert states() == [(at(0), at(4), "RUNNING"), (at(4), at(30), "UNKNOWN"), (at(30), at(31), "RUNNING")]
+    online = Point(
+        "machine_status",
+        {"site": "bdg", "machine": "press-01"},
+        {"status": "online", "agent": "edge-1", "detail": "", "heartbeat_ms": 60_000},
+        T0 - 1000,
+    )
+    influx_store.write([online])
+    # 60 s heartbeat + 2 x 1 s + 1 s = 63 s allowance: the state held all along.
+    assert states() == [(at(0), at(31), "RUNNING")]
 
 
 def test_usage_for_admin(client: TestClient) -> None:

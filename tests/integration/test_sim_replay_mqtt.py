@@ -11,7 +11,7 @@ from shopfloor.config import SiteConfig
 from shopfloor.contracts import Topic, TopicKind, parse_status, parse_telemetry
 from shopfloor.mqtt import InboundMessage, MqttLink, MqttSettings
 from shopfloor.services import Mosquitto
-from simulators.replay import MqttSink, run_replay
+from simulators.replay import MqttSink, ReplayOptions, run_replay
 from simulators.scenario import load_scenario, scenarios_dir
 from simulators.world import World
 
@@ -47,7 +47,7 @@ def test_replay_publishes_every_message(fresh_mosquitto: Mosquitto, example_site
     world = World(example_site, load_scenario(scenarios_dir() / "faults.yaml", example_site), 1, T0)
     sink = MqttSink(fresh_mosquitto.url, "sim-replay-test-pub")
     try:
-        stats = run_replay(world, sink, agent="replay", batch_size=10)
+        stats = run_replay(world, sink, agent="replay", options=ReplayOptions(max_batch_samples=10))
     finally:
         sink.close()
     wait_for(received, stats.messages)

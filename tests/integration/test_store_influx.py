@@ -29,6 +29,22 @@ def test_write_and_read_back(influx_store: InfluxStore) -> None:
     assert latest["cnc-02"].ts_ms == T0 + 500
 
 
+def test_latest_carries_each_fields_last_value(influx_store: InfluxStore) -> None:
+    # Report by exception: the newest row holds only what changed; the rest holds from older rows.
+    tags = {"site": "bdg", "machine": "cnc-01"}
+    influx_store.write(
+        [
+            Point("telemetry", tags, {"state": "RUNNING", "badge": 1001, "job": "J-1", "energy_kwh": 2.5}, T0),
+            Point("telemetry", tags, {"state": "STOPPED", "stop_reason": 4}, T0 + 1000),
+            Point("telemetry", tags, {"energy_kwh": 2.75}, T0 + 2000),
+        ]
+    )
+    row = influx_store.latest("bdg")["cnc-01"]
+    assert row.ts_ms == T0 + 2000
+    assert row.tags["machine"] == "cnc-01"
+    assert row.fields == {"state": "STOPPED", "badge": 1001, "job": "J-1", "stop_reason": 4, "energy_kwh": 2.75}
+
+
 def test_same_point_twice_is_one_point(influx_store: InfluxStore) -> None:
     point = Point("telemetry", {"site": "bdg", "machine": "m"}, {"good_count": 5}, T0)
     influx_store.write([point])

@@ -28,6 +28,17 @@ SITE = str(default_site_path())
         (["--agent-id", "edge-1", "--publish-interval", "0"], "publish interval"),
         (["--agent-id", "edge-1", "--publish-interval", "nan"], "publish interval"),
         (["--agent-id", "edge-1", "--max-batch-samples", "5000"], "max batch samples"),
+        (["--agent-id", "edge-1", "--heartbeat", "0.5"], "heartbeat must be 1..3600 s"),
+        (["--agent-id", "edge-1", "--heartbeat", "inf"], "heartbeat must be"),
+        (["--agent-id", "edge-1", "--outbox-max-mb", "0"], "--outbox-max-mb must be a positive number"),
+        (["--agent-id", "edge-1", "--outbox-max-mb", "nan"], "--outbox-max-mb must be a positive number"),
+        (["--agent-id", "edge-1", "--outbox-max-mb", "0.01"], "outbox size limit must be at least 64 KiB"),
+        (["--agent-id", "edge-1", "--outbox-max-age-h", "-1"], "--outbox-max-age-h must be a positive number"),
+        (["--agent-id", "edge-1", "--commit-timeout", "0"], "commit_timeout_s must be positive"),
+        (["--agent-id", "edge-1", "--resend-rate", "-5"], "resend_rate must be positive"),
+        (["--agent-id", "edge-1", "--metrics-port", "70000"], "metrics port must be 0..65535"),
+        (["--agent-id", "edge-1", "--mqtt-ca", "/nonexistent/ca.pem"], "--mqtt-ca '/nonexistent/ca.pem': no such file"),
+        (["--agent-id", "edge-1", "--mqtt-password-file", "/nonexistent"], "--mqtt-password-file '/nonexistent'"),
     ],
 )
 def test_bad_arguments_exit_2(
@@ -75,10 +86,44 @@ def test_profile_with_too_many_signals_is_refused(example_site: SiteConfig, tmp_
         EdgeAgent(site, "edge-1", MqttSettings(), tmp_path, ["cnc-01"])
 
 
-def test_options_default_to_one_message_per_poll(example_site: SiteConfig, tmp_path: Path) -> None:
-    agent = EdgeAgent(example_site, "edge-1", MqttSettings(), tmp_path, options=AgentOptions())
-    assert {c.batcher.per_batch for c in agent.coordinators} == {1}
-    agent = EdgeAgent(example_site, "edge-1", MqttSettings(), tmp_path, options=AgentOptions(publish_interval_s=5))
-    assert {(c.batcher.per_batch, c.batcher.max_age_ms) for c in agent.coordinators} == {(5, 5000)}
-    assert set(agent.stats) >= {"polls", "samples", "messages", "failures"}
+def test_heartbeat_shorter_than_a_poll_is_refused(example_site: SiteConfig, tmp_path: Path) -> None:
+    slow = [m.model_copy(update={"poll_interval_s": 5.0}) for m in example_site.machines]
+    site = example_site.model_copy(update={"machines": slow})
+    with pytest.raises(ValueError, match=r"heartbeat 2\.0 s is shorter than its poll interval 5\.0 s"):
+        EdgeAgent(site, "edge-1", MqttSettings(), tmp_path, options=AgentOptions(heartbeat_s=2.0))
+
+
+def test_heartbeat_comes_from_the_site_unless_given(example_site: SiteConfig, tmp_path: Path) -> None:
+    agent = EdgeAgent(example_site, "edge-1", MqttSettings(), tmp_path)
+    assert {agent.heartbeat_s(m) for m in agent.machines} == {60.0}
+    agent = EdgeAgent(example_site, "edge-1", MqttSettings(), tmp_path, options=AgentOptions(heartbeat_s=15))
+    assert {agent.heartbeat_s(m) for m in agent.machines} == {15}
+    assert set(agent.stats) >= {"polls", "samples", "messages", "failures", "values_suppressed"}
     assert set(agent.stats.values()) == {0}
+
+
+def test_check_prints_the_read_plan_and_touches_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "data"
+    code = main(
+        ["--site", SITE, "--agent-id", "edge-1", "--mqtt", "mqtt://127.0.0.1:1", "--data-dir", str(data), "--check"]
+    )
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "machine 'cnc-01' (cnc-mill-v1) at 127.0.0.1:15020 unit 1" in out
+    assert "heartbeat 60 s" in out
+    # The cnc profile's holding registers 0..27 are one request; its input registers 0..3 another.
+    assert "holding      0..27      28 registers  state, stop_reason" in out
+    assert "input        0..3        4 registers  energy_kwh, power_kw" in out
+    assert out.rstrip().endswith("ok: configuration is valid (nothing was contacted)")
+    assert not data.exists()
+
+
+def test_check_shows_machines_sharing_a_gateway(
+    example_site: SiteConfig, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from edge_agent.cli import check_report
+
+    gateway = [m.model_copy(update={"port": 502, "unit_id": i + 1}) for i, m in enumerate(example_site.machines[:2])]
+    site = example_site.model_copy(update={"machines": gateway})
+    report = check_report(EdgeAgent(site, "edge-1", MqttSettings(), tmp_path))
+    assert "machine 'cnc-01' (cnc-mill-v1) at 127.0.0.1:502 unit 1 (shares its connection with cnc-02)" in report

@@ -1,10 +1,10 @@
-"""Batching of one machine's samples: by count, by age, and bounded in size."""
+"""Batching of one machine's samples: out at least every publish interval, or when the batch is full."""
 
 from __future__ import annotations
 
 import pytest
 
-from edge_agent.batcher import Batcher, samples_per_batch
+from shopfloor.batching import Batcher
 from shopfloor.contracts import Sample
 
 T0 = 1_764_291_600_000
@@ -14,60 +14,46 @@ def sample(offset_ms: int) -> Sample:
     return Sample(ts=T0 + offset_ms, values={"good_count": offset_ms})
 
 
-@pytest.mark.parametrize(
-    ("publish_s", "poll_s", "max_samples", "expected"),
-    [
-        (1.0, 1.0, 100, 1),  # default: one message per poll
-        (5.0, 1.0, 100, 5),
-        (0.2, 1.0, 100, 1),  # publishing faster than polling still means one per poll
-        (60.0, 0.1, 100, 100),  # capped by max_batch_samples
-        (2.5, 1.0, 100, 2),
-        (1.0, 0.05, 1, 1),
-    ],
-)
-def test_samples_per_batch(publish_s: float, poll_s: float, max_samples: int, expected: int) -> None:
-    assert samples_per_batch(publish_s, poll_s, max_samples) == expected
-
-
-def test_one_per_poll_flushes_each_sample() -> None:
-    batcher = Batcher(per_batch=1, max_age_ms=1000)
-    assert batcher.add(sample(0)) == [sample(0)]
-    assert batcher.add(sample(1000)) == [sample(1000)]
+def test_publish_interval_equal_to_poll_interval_sends_right_after_each_poll() -> None:
+    batcher = Batcher(publish_interval_ms=1000, poll_interval_ms=1000)
+    batcher.add(sample(0))
+    # Checked 20 ms after the poll: 20 + 1000 (the next poll) > 1000, so waiting would make it too old.
+    assert batcher.due(T0 + 20) == [sample(0)]
     assert len(batcher) == 0
 
 
-def test_flush_by_count() -> None:
-    batcher = Batcher(per_batch=3, max_age_ms=3000)
+def test_longer_publish_interval_batches_several_polls() -> None:
+    batcher = Batcher(publish_interval_ms=5000, poll_interval_ms=1000)
+    for i in range(4):
+        batcher.add(sample(i * 1000))
+        # At 3 s: 3000 - 0 + 1000 = 4000 <= 5000, keep waiting.
+        assert batcher.due(T0 + i * 1000 + 10) is None
+    batcher.add(sample(4000))
+    # At 4.01 s: 4010 + 1000 = 5010 > 5000: out, five samples in one message.
+    assert batcher.due(T0 + 4010) == [sample(i * 1000) for i in range(5)]
+
+
+def test_due_with_nothing_pending_is_none() -> None:
+    batcher = Batcher(publish_interval_ms=1000, poll_interval_ms=100)
+    assert batcher.due(T0 + 99_000) is None
+
+
+def test_full_batch_goes_out_at_once() -> None:
+    batcher = Batcher(publish_interval_ms=60_000, poll_interval_ms=1000, max_samples=2)
     assert batcher.add(sample(0)) is None
-    assert batcher.add(sample(1000)) is None
-    assert batcher.add(sample(2000)) == [sample(0), sample(1000), sample(2000)]
+    assert batcher.add(sample(1)) == [sample(0), sample(1)]
     assert batcher.take() == []
 
 
-def test_flush_by_age_when_polls_fail() -> None:
-    batcher = Batcher(per_batch=5, max_age_ms=5000)
-    batcher.add(sample(0))
-    batcher.add(sample(1000))
-    assert batcher.due(T0 + 4999) is None
-    assert batcher.due(T0 + 5000) == [sample(0), sample(1000)]
-    assert batcher.due(T0 + 99_000) is None  # nothing pending, nothing published
-
-
-def test_max_samples_caps_per_batch() -> None:
-    batcher = Batcher(per_batch=50, max_age_ms=60_000, max_samples=2)
-    assert batcher.add(sample(0)) is None
-    assert batcher.add(sample(1)) == [sample(0), sample(1)]
-
-
 @pytest.mark.parametrize(
-    ("per_batch", "max_age_ms", "max_samples", "match"),
+    ("publish_ms", "poll_ms", "max_samples", "match"),
     [
-        (0, 1000, 10, "at least 1"),
-        (1, -1, 10, "negative"),
-        (1, 1000, 0, "max_batch_samples"),
-        (1, 1000, 1001, "max_batch_samples"),
+        (-1, 1000, 10, "negative"),
+        (1000, 0, 10, "poll interval must be positive"),
+        (1000, 1000, 0, "max_batch_samples"),
+        (1000, 1000, 1001, "max_batch_samples"),
     ],
 )
-def test_rejects_bad_settings(per_batch: int, max_age_ms: int, max_samples: int, match: str) -> None:
+def test_rejects_bad_settings(publish_ms: int, poll_ms: int, max_samples: int, match: str) -> None:
     with pytest.raises(ValueError, match=match):
-        Batcher(per_batch, max_age_ms, max_samples)
+        Batcher(publish_ms, poll_ms, max_samples)

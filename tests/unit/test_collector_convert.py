@@ -74,6 +74,12 @@ def test_same_batch_gives_same_points() -> None:
             'machine_status,machine=press-01,site=bdg agent="edge-1",detail="timeout \\"2 s\\"\\nretrying",'
             'status="unreachable" 1764291600123',
         ),
+        (
+            # The machine's heartbeat is stored with its status: it is how long the agent may stay silent.
+            StatusMessage(status=LinkStatus.ONLINE, ts=T0, agent="edge-1", heartbeat_ms=60_000),
+            'machine_status,machine=press-01,site=bdg agent="edge-1",detail="",heartbeat_ms=60000i,status="online" '
+            "1764291600123",
+        ),
     ],
 )
 def test_status_to_point(status: StatusMessage, line: str) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from edge_agent.health import LinkTracker, SignalErrors, describe_failure
 from shopfloor.contracts import LinkStatus
+from shopfloor.health import LinkTracker, SignalErrors, describe_failure
 
 T0 = 1_764_291_600_000
 TIMEOUT = "holding registers 0..27: no reply within 2.0 s"
