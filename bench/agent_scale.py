@@ -44,16 +44,16 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from _busy_site import make_site, scenario_spec
+
+from collector.convert import Written, commit_messages
 from shopfloor.codec import plan_reads
-from shopfloor.config import SiteConfig, load_site
+from shopfloor.config import SiteConfig
 from shopfloor.mqtt import InboundMessage, MqttLink, MqttSettings
-from shopfloor.services import Mosquitto, free_ports, temp_workdir
+from shopfloor.services import Mosquitto, temp_workdir
 
 REPO = Path(__file__).resolve().parents[1]
-SITE_FILE = REPO / "examples" / "site.yaml"
 BASELINE = Path(__file__).resolve().parent / "_baseline_poller.py"
-MODELS = ["cnc-mill-v1", "fiber-laser-v1", "injection-press-v1", "press-brake-v1"]
-BADGES = [1001, 1002, 2001, 3001, 3002]
 POLL_INTERVAL_S = 1.0
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 STOP_WAIT_S = 20.0
@@ -80,42 +80,6 @@ def agent_command(site_file: Path, data_dir: Path, mqtt_url: str, extra: list[st
 
 
 # ---- site and simulator --------------------------------------------------------------------------------------
-
-
-def make_site(n: int) -> SiteConfig:
-    """The example site's profiles and tenants with n machines, each on its own port, polled every 1 s."""
-    base = load_site(SITE_FILE)
-    template = base.machines[0]
-    machines = [
-        template.model_copy(
-            update={
-                "id": f"m-{i:04d}",
-                "name": f"bench machine {i}",
-                "profile": MODELS[i % len(MODELS)],
-                "host": "127.0.0.1",
-                "port": port,
-                "unit_id": 1,
-                "poll_interval_s": POLL_INTERVAL_S,
-            }
-        )
-        for i, port in enumerate(free_ports(n))
-    ]
-    return base.model_copy(update={"machines": machines})
-
-
-def scenario_spec(site: SiteConfig) -> dict[str, Any]:
-    """Every machine busy for 2 hours: a logged-in tenant running short cycles, so values keep changing."""
-    sessions = [
-        {
-            "machine": m.id,
-            "badge": BADGES[i % len(BADGES)],
-            "at": f"{i % 5}s",
-            "duration": "2h",
-            "jobs": [{"id": "BENCH", "cycle_s": 3 + i % 7, "reject_rate": 0.05, "setup": "2s"}],
-        }
-        for i, m in enumerate(site.machines)
-    ]
-    return {"name": "bench-busy", "duration": "2h", "random_stops": False, "sessions": sessions}
 
 
 def run_simulator(site_json: str, spec: dict[str, Any], conn: Connection) -> None:
@@ -201,27 +165,43 @@ class Subscriber:
         self.lock = threading.Lock()
         self.recording = False
         self.got = Received()
+        # Like a collector, it commits what it received (every 0.2 s), so the agent's outbox empties as it would
+        # in a deployment instead of resending everything after its commit timeout.
+        self.written: list[Written] = []
         self.link = MqttLink(MqttSettings.from_url(mqtt_url), "bench-subscriber", on_message=self._on_message)
         self.link.subscribe(["shopfloor/v1/+/+/telemetry", "bench/baseline/+"], qos=0)
         self.link.start()
         if not self.link.wait_connected(10):
             raise TimeoutError("the bench subscriber did not connect to Mosquitto within 10 s")
+        self._closing = threading.Event()
+        self._committer = threading.Thread(target=self._commit_loop, name="bench-commits", daemon=True)
+        self._committer.start()
+
+    def _commit_loop(self) -> None:
+        while not self._closing.wait(0.2):
+            with self.lock:
+                written, self.written = self.written, []
+            for topic, body in commit_messages(written).items():
+                self.link.publish(str(topic), body, qos=1)
 
     def _on_message(self, msg: InboundMessage) -> None:
         now_ms = time.time_ns() // 1_000_000
-        if not self.recording:
-            return
         try:
             payload = json.loads(msg.payload)
             if "samples" in payload:  # a TelemetryBatch
                 machine = str(payload["machine"])
                 samples = [(int(s["ts"]), len(s["values"])) for s in payload["samples"]]
+                done = Written(str(payload["site"]), str(payload["agent"]), machine, int(payload["seq"]))
+                with self.lock:
+                    self.written.append(done)  # committed whether recording or not, as a collector would
             else:  # the baseline's {"ts", "registers"}
                 machine = msg.topic.rsplit("/", 1)[1]
                 samples = [(int(payload["ts"]), sum(len(block) for block in payload["registers"]))]
         except (ValueError, KeyError, TypeError):
             with self.lock:
                 self.got.bad += 1
+            return
+        if not self.recording:
             return
         with self.lock:
             got = self.got
@@ -242,6 +222,8 @@ class Subscriber:
             return self.got
 
     def close(self) -> None:
+        self._closing.set()
+        self._committer.join(2)
         self.link.stop()
 
 
@@ -439,7 +421,7 @@ def run_size(
     n: int, args: argparse.Namespace, work: Path, broker: Mosquitto, sub: Subscriber, procs: Processes
 ) -> tuple[Figures, Figures]:
     """Measure the agent and the baseline on n machines; return their figures."""
-    site = make_site(n)
+    site = make_site(n, POLL_INTERVAL_S)
     folder = work / f"size-{n}"
     folder.mkdir()
     site_file = folder / "site.yaml"  # JSON is YAML: the site with its profiles inline

@@ -24,7 +24,7 @@ from shopfloor.config import ApiKey, Role, default_site_path, load_site
 from shopfloor.influx import InfluxStore, to_line
 from shopfloor.keys import hash_key
 from shopfloor.services import InfluxDB, temp_workdir
-from simulators.replay import replay_messages
+from simulators.replay import ReplayOptions, replay_messages
 from simulators.scenario import load_scenario, scenarios_dir
 from simulators.world import World
 
@@ -55,7 +55,7 @@ def main() -> None:
         t0 = time.perf_counter()
         lines: list[str] = []
         points = 0
-        for msg in replay_messages(world, poll_ms=int(args.poll_interval * 1000)):
+        for msg in replay_messages(world, options=ReplayOptions(poll_ms=int(args.poll_interval * 1000))):
             if msg.batch is not None:
                 lines += [to_line(p) for p in batch_to_points(msg.batch)]
             if len(lines) >= 5000:

@@ -33,18 +33,17 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from _busy_site import make_site, scenario_spec
+
 from collector.service import Collector
 from edge_agent.agent import AgentOptions, EdgeAgent
-from shopfloor.config import SiteConfig, load_site
+from shopfloor.config import SiteConfig
 from shopfloor.influx import InfluxStore
 from shopfloor.mqtt import MqttSettings
-from shopfloor.services import InfluxDB, Mosquitto, free_ports, temp_workdir
+from shopfloor.services import InfluxDB, Mosquitto, temp_workdir
 from simulators.runtime import Simulator
 from simulators.scenario import Scenario
 
-MODELS = ["cnc-mill-v1", "fiber-laser-v1", "injection-press-v1", "press-brake-v1"]
-BADGES = [1001, 1002, 2001, 3001, 3002]
-SITE_FILE = Path(__file__).resolve().parents[1] / "examples" / "site.yaml"
 DB = "bench"
 RAW_DB = "bench_raw"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -52,42 +51,6 @@ STOP_WAIT_S = 15.0
 
 
 # ---- site and scenario ---------------------------------------------------------------------------------------
-
-
-def make_site(n: int, poll_interval_s: float) -> SiteConfig:
-    """Return the example site's profiles and tenants with n machines, each on its own port."""
-    base = load_site(SITE_FILE)
-    template = base.machines[0]
-    machines = [
-        template.model_copy(
-            update={
-                "id": f"m-{i:04d}",
-                "name": f"bench machine {i}",
-                "profile": MODELS[i % len(MODELS)],
-                "host": "127.0.0.1",
-                "port": port,
-                "unit_id": 1,
-                "poll_interval_s": poll_interval_s,
-            }
-        )
-        for i, port in enumerate(free_ports(n))
-    ]
-    return base.model_copy(update={"machines": machines})
-
-
-def scenario_spec(site: SiteConfig) -> dict[str, Any]:
-    """Return a scenario that keeps every machine busy: a logged-in tenant running short cycles for 2 hours."""
-    sessions = [
-        {
-            "machine": m.id,
-            "badge": BADGES[i % len(BADGES)],
-            "at": f"{i % 5}s",
-            "duration": "2h",
-            "jobs": [{"id": "BENCH", "cycle_s": 3 + i % 7, "reject_rate": 0.05, "setup": "2s"}],
-        }
-        for i, m in enumerate(site.machines)
-    ]
-    return {"name": "bench-busy", "duration": "2h", "random_stops": False, "sessions": sessions}
 
 
 # ---- child processes -----------------------------------------------------------------------------------------
@@ -115,7 +78,7 @@ def run_agent(site_json: str, mqtt_url: str, data_dir: str, publish_interval_s: 
 
     async def main() -> None:
         site = SiteConfig.model_validate_json(site_json)
-        options = AgentOptions(publish_interval_s=publish_interval_s)
+        options = AgentOptions() if publish_interval_s is None else AgentOptions(publish_interval_s=publish_interval_s)
         agent = EdgeAgent(site, "bench", MqttSettings.from_url(mqtt_url), Path(data_dir), options=options)
         task = asyncio.create_task(agent.run())
         while True:
