@@ -434,6 +434,50 @@ def encode_value(spec: RegisterSpec, value: SignalValue) -> list[int]:
     return _to_words(data, swapped)
 
 
+def value_encoder(spec: RegisterSpec) -> Callable[[SignalValue], list[int]]:
+    """encode_value for spec with its arithmetic chosen once (numbers); the simulator's replay encodes every poll."""
+    t = spec.type
+    if not t.is_number or spec.states is not None or spec.enum is not None or t is DataType.BIT:
+        return lambda value: encode_value(spec, value)
+    swapped, st = _value_struct(spec)
+    words = struct.Struct(f"{'<' if swapped else '>'}{st.size // 2}H")
+    pack, unpack = st.pack, words.unpack
+    scale, offset = spec.scale, spec.offset
+
+    def raw_of(value: int | float) -> int | float:
+        # As encode_value: (value - offset) / scale, without touching a plain value.
+        if offset != 0.0:
+            return (float(value) - offset) / scale
+        return float(value) / scale if scale != 1.0 else value
+
+    if t.is_float:
+
+        def float_words(value: SignalValue) -> list[int]:
+            if isinstance(value, str):
+                return encode_value(spec, value)  # raises the error encode_value gives
+            return list(unpack(pack(float(raw_of(value)))))
+
+        return float_words
+    bits = t.bits
+    wrap = spec.counter_width if spec.counter and spec.counter_width is not None else None
+    if wrap is None and not t.is_signed:
+        wrap = bits
+    modulus = None if wrap is None else 1 << wrap
+    signed_top = 1 << (bits - 1) if t.is_signed else None
+
+    def int_words(value: SignalValue) -> list[int]:
+        if isinstance(value, str):
+            return encode_value(spec, value)  # raises the error encode_value gives
+        n = round(raw_of(value))
+        if modulus is not None:
+            n %= modulus
+            if signed_top is not None and n >= signed_top:
+                n -= 1 << bits
+        return list(unpack(pack(n)))
+
+    return int_words
+
+
 def encode(profile: DeviceProfile, values: dict[str, SignalValue]) -> dict[tuple[Table, int], int]:
     """Encode signal values into a map (table, address) -> register value (coil/discrete: 0 or 1)."""
     out: dict[tuple[Table, int], int] = {}
@@ -465,4 +509,5 @@ __all__ = [
     "encode_value",
     "plan_reads",
     "signals_by_block",
+    "value_encoder",
 ]

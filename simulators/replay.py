@@ -27,7 +27,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import IO
 
-from shopfloor.codec import ReadBlock, encode_value
+from shopfloor.codec import ReadBlock, value_encoder
 from shopfloor.config import DeviceProfile, Machine, RegisterSpec, SiteConfig
 from shopfloor.contracts import (
     MAX_SAMPLES_PER_BATCH,
@@ -152,6 +152,7 @@ class SimulatedPlc:
             )
             self._slots.append((spec.signal, spec, index, spec.address - blocks[index].start))
         self._by_block = [[i for i, slot in enumerate(self._slots) if slot[2] == b] for b in range(len(blocks))]
+        self._encoders = [value_encoder(spec) for _, spec, _, _ in self._slots]
         self._memo: list[dict[tuple[type, SignalValue], list[int] | None]] = [{} for _ in self._slots]
         self._values: list[object] = [_MISSING] * len(self._slots)  # each slot's last value
         self._words: list[list[int] | None] = [None] * len(self._slots)  # each slot's encoded registers
@@ -161,7 +162,7 @@ class SimulatedPlc:
         """Registers for values; blocks whose registers did not change are the same list objects as last time."""
         dirty: set[int] | None = None
         last_values, slot_words = self._values, self._words
-        for n, (signal, spec, index, _) in enumerate(self._slots):
+        for n, (signal, _, index, _) in enumerate(self._slots):
             value = values.get(signal)
             last = last_values[n]
             if value is last or (value == last and type(value) is type(last)):
@@ -176,7 +177,7 @@ class SimulatedPlc:
                     encoded = memo[key]
                 else:
                     try:
-                        encoded = encode_value(spec, value)
+                        encoded = self._encoders[n](value)
                     except ValueError:
                         encoded = None  # a value the PLC cannot show: its registers stay 0
                     if len(memo) >= _CACHE_LIMIT:
