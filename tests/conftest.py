@@ -59,3 +59,13 @@ def influx_store(influxdb: InfluxDB) -> Iterator[InfluxStore]:
 def example_site() -> SiteConfig:
     """The example site shipped in examples/site.yaml."""
     return load_site(default_site_path())
+
+
+@pytest.fixture
+def fresh_influxdb() -> Iterator[InfluxDB]:
+    """An InfluxDB server of the test's own, free to be stopped and started again (same port, same data)."""
+    workdir = temp_workdir("sf-influx-")
+    server = InfluxDB(workdir).start()
+    yield server
+    server.stop()
+    shutil.rmtree(workdir, ignore_errors=True)
