@@ -8,7 +8,7 @@ from shopfloor.contracts import MAX_SAMPLES_PER_BATCH, Sample
 class Batcher:
     """Collects one machine's samples until a batch is due.
 
-    A batch is due when waiting for the next poll would make its oldest sample older than the publish interval,
+    A batch is due when waiting for the next poll would make its oldest sample as old as the publish interval,
     so with the default (publish interval = poll interval) every sample goes out right after the poll that made it,
     and with a longer interval several polls' samples share one message.
     """
@@ -38,9 +38,9 @@ class Batcher:
         return None
 
     def due(self, now_ms: int) -> list[Sample] | None:
-        """Return the pending batch if holding it for another poll would exceed the publish interval."""
+        """Return the pending batch if holding it for another poll would reach or pass the publish interval."""
         pending = self._pending
-        if pending and now_ms - pending[0].ts + self.poll_interval_ms > self.publish_interval_ms:
+        if pending and now_ms - pending[0].ts + self.poll_interval_ms >= self.publish_interval_ms:
             return self.take()
         return None
 

@@ -17,8 +17,11 @@ def sample(offset_ms: int) -> Sample:
 def test_publish_interval_equal_to_poll_interval_sends_right_after_each_poll() -> None:
     batcher = Batcher(publish_interval_ms=1000, poll_interval_ms=1000)
     batcher.add(sample(0))
-    # Checked 20 ms after the poll: 20 + 1000 (the next poll) > 1000, so waiting would make it too old.
+    # Checked 20 ms after the poll: 20 + 1000 (the next poll) >= 1000, so waiting would make it too old; and
+    # so does a read that finished within its own millisecond.
     assert batcher.due(T0 + 20) == [sample(0)]
+    batcher.add(sample(1000))
+    assert batcher.due(T0 + 1000) == [sample(1000)]
     assert len(batcher) == 0
 
 
@@ -26,10 +29,10 @@ def test_longer_publish_interval_batches_several_polls() -> None:
     batcher = Batcher(publish_interval_ms=5000, poll_interval_ms=1000)
     for i in range(4):
         batcher.add(sample(i * 1000))
-        # At 3 s: 3000 - 0 + 1000 = 4000 <= 5000, keep waiting.
+        # At 3.01 s: 3010 - 0 + 1000 = 4010 < 5000, keep waiting.
         assert batcher.due(T0 + i * 1000 + 10) is None
     batcher.add(sample(4000))
-    # At 4.01 s: 4010 + 1000 = 5010 > 5000: out, five samples in one message.
+    # At 4.01 s: 4010 + 1000 = 5010 >= 5000: out, five samples in one message.
     assert batcher.due(T0 + 4010) == [sample(i * 1000) for i in range(5)]
 
 
