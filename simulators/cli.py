@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from shopfloor.cli import add_common
-from shopfloor.config import SiteConfig, load_site
+from shopfloor.config import DataType, SiteConfig, load_site
 from simulators.models import BEHAVIOURS
 from simulators.scenario import load_scenario, packaged_scenario
 
@@ -106,7 +106,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--print-registers",
         metavar="MODEL",
-        help="print a model's register map: address, table, type, words, word order, scale, signal, unit or states",
+        help="print a model's register map: address, table, type, words, byte order, scale, offset, signal, unit or "
+        "states",
     )
     p.add_argument(
         "--replay",
@@ -247,20 +248,25 @@ def list_models(site: SiteConfig) -> str:
 def register_table(site: SiteConfig, model: str) -> str:
     """The register map of a model as a table."""
     profile = site.profile(model)
-    rows = [("ADDRESS", "TABLE", "TYPE", "WORDS", "WORD ORDER", "SCALE", "SIGNAL", "UNIT / STATES")]
+    rows = [("ADDRESS", "TABLE", "TYPE", "WORDS", "ORDER", "SCALE", "OFFSET", "SIGNAL", "UNIT / STATES")]
     for spec in sorted(profile.registers, key=lambda r: (r.table.value, r.address)):
         last = spec.address + spec.count - 1
         extra = spec.unit
         if spec.states:
             extra = ", ".join(f"{code}={state.value}" for code, state in spec.states.items())
+        elif spec.enum:
+            extra = ", ".join(f"{code}={label}" for code, label in spec.enum.items())
+        elif spec.bit is not None:
+            extra = f"bit {spec.bit}"
         rows.append(
             (
                 str(spec.address) if last == spec.address else f"{spec.address}-{last}",
                 spec.table.value,
                 spec.type.value,
                 str(spec.count),
-                spec.word_order.value if spec.count == 2 else "-",
+                spec.byte_order.value if spec.type.is_number and spec.type is not DataType.BOOL else "-",
                 f"{spec.scale:g}",
+                f"{spec.offset:g}",
                 spec.signal,
                 extra,
             )

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from enum import IntEnum, StrEnum
 
-from shopfloor.config import DataType, SiteConfig
+from shopfloor.config import SiteConfig
 from shopfloor.contracts import MachineState
 from shopfloor.yamlfile import ConfigError
 from simulators.models import Behaviour, behaviour_for
@@ -209,12 +209,11 @@ def _job(spec: JobSpec, default_ideal_s: float) -> Job:
 
 
 def _modulus(site: SiteConfig, profile_name: str, signal: str) -> int | None:
+    """Where the machine's part counter wraps (the profile's counter width), None if it does not."""
     spec = site.profile(profile_name).register(signal)
-    if spec is None or spec.type in (DataType.FLOAT32, DataType.STRING) or spec.scale != 1.0:
+    if spec is None or spec.modulus is None or spec.scale != 1.0:
         return None
-    if spec.type in (DataType.INT16, DataType.INT32):
-        return 1 << (16 * spec.type.width - 1)
-    return 1 << (16 * spec.type.width)
+    return int(spec.modulus)
 
 
 def daily_windows(

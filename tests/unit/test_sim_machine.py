@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from shopfloor.config import DataType, SiteConfig
+from shopfloor.config import DataType, RegisterSpec, SiteConfig
 from shopfloor.contracts import MachineState
 from simulators.scenario import Scenario
 from simulators.truth import GroundTruth
@@ -241,7 +241,12 @@ def test_part_counters_wrap_at_the_register_width(example_site: SiteConfig) -> N
     from shopfloor.codec import encode
 
     cnc = example_site.profile("cnc-mill-v1")
-    regs = [r.model_copy(update={"type": DataType.INT16}) if r.signal == "good_count" else r for r in cnc.registers]
+    regs = [
+        RegisterSpec.model_validate({**r.model_dump(exclude={"counter_width"}), "type": DataType.INT16})
+        if r.signal == "good_count"
+        else r
+        for r in cnc.registers
+    ]
     profiles = [
         p.model_copy(update={"registers": regs}) if p.model == "cnc-mill-v1" else p for p in example_site.profiles
     ]

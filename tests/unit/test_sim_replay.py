@@ -225,7 +225,7 @@ def test_cli_tables(capsys: pytest.CaptureFixture[str]) -> None:
     assert "fiber-laser-v1" in capsys.readouterr().out
     assert main(["simulate", "--site", str(default_site_path()), "--print-registers", "cnc-mill-v1"]) == 0
     out = capsys.readouterr().out
-    assert "0-1      input    uint32   2      little      0.01   energy_kwh" in out
+    assert "0-1      input    uint32   2      CDAB   0.01   0       energy_kwh" in out
     assert main(["simulate", "--site", str(default_site_path()), "--print-registers", "nope"]) == 2
 
 
