@@ -1,0 +1,443 @@
+"""Broker deployment files: users, ACL generation, password hashes, mosquitto.conf checks and `shopfloor mqtt`."""
+
+from __future__ import annotations
+
+import shutil
+import stat
+from pathlib import Path
+
+import pytest
+
+from shopfloor.brokerconf import (
+    BrokerConfError,
+    BrokerUser,
+    Role,
+    check_conf,
+    check_name,
+    check_passwords,
+    hash_password,
+    parse_conf,
+    parse_password_file,
+    parse_users,
+    render_acl,
+    render_password_file,
+    render_users,
+    site_agents,
+    verify_password,
+)
+from shopfloor.cli import main
+from shopfloor.config import SiteConfig, default_site_path, load_site
+from shopfloor.mqtt_cli import add_user, check_dir, load_passwords, load_users, mosquitto_hash, remove_user
+
+REPO = Path(__file__).resolve().parents[2]
+DEPLOY = REPO / "deploy" / "mosquitto"
+PROFILES = default_site_path().parent / "profiles"
+
+# mosquitto_passwd 2.0.11 wrote this for user alice, password s3cret (`mosquitto_passwd -b pw alice s3cret`).
+MOSQUITTO_VECTOR = (
+    "$7$101$LX+pUYyWyqGkIyNE$Y6s2e1ww/GR79IRZPxgmgpjv1I9T642fi973fTtjl3b3dI1Lm+VtRJn2jbsIkw0vX8jb6ETJaNclkbNO+0n1RQ=="
+)
+
+
+def write_site(tmp_path: Path, agents: str | None = "default") -> Path:
+    """A three-machine site bdg; agents edge-1 (cnc-01, cnc-02) and edge-2 (laser-01) unless told otherwise."""
+    if agents == "default":
+        agents = "agents:\n  - {id: edge-1, machines: [cnc-01, cnc-02]}\n  - {id: edge-2, machines: [laser-01]}\n"
+    path = tmp_path / "site.yaml"
+    path.write_text(
+        "site: {id: bdg, name: Test, timezone: Asia/Jakarta}\n"
+        f"profiles: ['{PROFILES}/cnc-mill-v1.yaml', '{PROFILES}/fiber-laser-v1.yaml']\n"
+        "machines:\n"
+        "  - {id: cnc-01, name: a, profile: cnc-mill-v1, host: 127.0.0.1, port: 15020, unit_id: 1}\n"
+        "  - {id: cnc-02, name: b, profile: cnc-mill-v1, host: 127.0.0.1, port: 15021, unit_id: 1}\n"
+        "  - {id: laser-01, name: c, profile: fiber-laser-v1, host: 127.0.0.1, port: 15022, unit_id: 1}\n"
+        + (agents or "")
+    )
+    return path
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> SiteConfig:
+    return load_site(write_site(tmp_path))
+
+
+@pytest.fixture
+def bare_site(tmp_path: Path) -> SiteConfig:
+    """The same site without an agents section."""
+    return load_site(write_site(tmp_path, agents=None))
+
+
+# ---- names and users ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["edge-1", "a", "collector-2", "0x", "a" * 63])
+def test_safe_names_pass(name: str) -> None:
+    assert check_name(name) == name
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["", "Edge-1", "-edge", "edge 1", "edge-1\ntopic readwrite #", "edge#", "edge+", "a:b", "a/b", "a" * 64, "é"],
+)
+def test_unsafe_names_refused(name: str) -> None:
+    with pytest.raises(BrokerConfError, match="not allowed"):
+        check_name(name)
+
+
+def test_user_machine_ids_are_checked_too() -> None:
+    with pytest.raises(BrokerConfError, match="machine id"):
+        BrokerUser("edge-1", Role.AGENT, "bdg", ("cnc-01\nuser collector-1",))
+    with pytest.raises(BrokerConfError, match="no machines"):
+        BrokerUser("edge-1", Role.AGENT, "bdg", ())
+    with pytest.raises(BrokerConfError, match="only agents"):
+        BrokerUser("api", Role.READER, "bdg", ("cnc-01",))
+    with pytest.raises(BrokerConfError, match="site id"):
+        BrokerUser("api", Role.READER, "bdg/#")
+
+
+def test_users_file_round_trips() -> None:
+    users = [
+        BrokerUser("api", Role.READER, "bdg"),
+        BrokerUser("edge-1", Role.AGENT, "bdg", ("cnc-01", "cnc-02")),
+        BrokerUser("collector-1", Role.COLLECTOR, "bdg"),
+    ]
+    text = render_users(users)
+    # Sorted by role (agent, collector, reader), then name.
+    assert [u.name for u in parse_users(text)] == ["edge-1", "collector-1", "api"]
+    assert set(parse_users(text)) == set(users)
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("users: [{name: 'x y', role: reader, site: bdg}]", "not allowed"),
+        ("users: [{name: api, role: admin, site: bdg}]", "role 'admin'"),
+        ("users: [{name: api, role: reader, site: bdg, extra: 1}]", "unknown key"),
+        ("users: [{name: api, role: reader}]", "expected a mapping"),
+        ("users: [{name: api, role: reader, site: bdg}, {name: api, role: reader, site: bdg}]", "more than once"),
+        ("users: [{name: e, role: agent, site: bdg, machines: cnc-01}]", "must be a list"),
+        ("people: []", "one key"),
+        ("users: [", "invalid YAML"),
+    ],
+)
+def test_bad_users_files_refused(text: str, match: str) -> None:
+    with pytest.raises(BrokerConfError, match=match):
+        parse_users(text)
+
+
+# ---- ACL ----------------------------------------------------------------------------------------------------
+
+EXPECTED_ACL = """\
+# Mosquitto ACL for site bdg, generated by `shopfloor mqtt acl` from the site file and
+# users.yaml: do not edit, regenerate (`shopfloor mqtt check` fails on any difference).
+# No lines before the first `user`: they would apply to anonymous clients. A user without a block,
+# and any topic not listed under a user, is denied. Only agents and collectors may publish.
+
+# agent edge-1: its machines' telemetry and status, its own status (and last will); its commits
+user edge-1
+topic write shopfloor/v1/bdg/cnc-01/telemetry
+topic write shopfloor/v1/bdg/cnc-01/status
+topic write shopfloor/v1/bdg/cnc-02/telemetry
+topic write shopfloor/v1/bdg/cnc-02/status
+topic write shopfloor/v1/bdg/agents/edge-1/status
+topic read shopfloor/v1/bdg/agents/edge-1/commits
+
+# agent edge-2: its machines' telemetry and status, its own status (and last will); its commits
+user edge-2
+topic write shopfloor/v1/bdg/laser-01/telemetry
+topic write shopfloor/v1/bdg/laser-01/status
+topic write shopfloor/v1/bdg/agents/edge-2/status
+topic read shopfloor/v1/bdg/agents/edge-2/commits
+
+# collector collector-1: reads telemetry and statuses; publishes any agent's commits
+user collector-1
+topic read shopfloor/v1/bdg/+/telemetry
+topic read shopfloor/v1/bdg/+/status
+topic read shopfloor/v1/bdg/agents/+/status
+topic write shopfloor/v1/bdg/agents/+/commits
+
+# reader api: reads telemetry and statuses, publishes nothing
+user api
+topic read shopfloor/v1/bdg/+/telemetry
+topic read shopfloor/v1/bdg/+/status
+topic read shopfloor/v1/bdg/agents/+/status
+"""
+
+USERS = [
+    BrokerUser("api", Role.READER, "bdg"),
+    BrokerUser("edge-2", Role.AGENT, "bdg", ("laser-01",)),
+    BrokerUser("collector-1", Role.COLLECTOR, "bdg"),
+    BrokerUser("edge-1", Role.AGENT, "bdg", ("cnc-02", "cnc-01")),  # machines in site order in the ACL
+]
+
+
+def test_acl_is_one_block_per_user_with_exactly_its_topics(site: SiteConfig) -> None:
+    assert render_acl(site, USERS) == EXPECTED_ACL
+
+
+def test_acl_has_no_lines_for_anonymous_clients_and_no_patterns(site: SiteConfig) -> None:
+    lines = [line for line in render_acl(site, USERS).splitlines() if line and not line.startswith("#")]
+    assert lines[0].startswith("user ")
+    assert not any(line.startswith("pattern") or "#" in line for line in lines)
+    writers = {line.split()[2] for line in lines if line.startswith("topic write")}
+    assert all(t.startswith("shopfloor/v1/bdg/") for t in writers)
+
+
+@pytest.mark.parametrize(
+    ("user", "match"),
+    [
+        (BrokerUser("edge-1", Role.AGENT, "jkt", ("cnc-01", "cnc-02")), "site 'jkt'"),
+        (BrokerUser("edge-1", Role.AGENT, "bdg", ("cnc-01", "cnc-09")), "cnc-09 are not machines"),
+        (BrokerUser("edge-1", Role.AGENT, "bdg", ("cnc-01",)), "disagree with the site's agents section"),
+        (BrokerUser("edge-1", Role.AGENT, "bdg", ("cnc-01", "cnc-02", "laser-01")), "disagree"),
+        (BrokerUser("edge-9", Role.AGENT, "bdg", ("cnc-01",)), "not in the agents section"),
+    ],
+)
+def test_acl_refuses_agents_that_do_not_fit_the_site(site: SiteConfig, user: BrokerUser, match: str) -> None:
+    with pytest.raises(BrokerConfError, match=match):
+        render_acl(site, [user])
+
+
+def test_without_an_agents_section_any_known_machines_but_never_shared(bare_site: SiteConfig) -> None:
+    assert site_agents(bare_site) is None
+    render_acl(bare_site, [BrokerUser("edge-9", Role.AGENT, "bdg", ("cnc-01", "laser-01"))])
+    with pytest.raises(BrokerConfError, match="served by both agents 'edge-1' and 'edge-2'"):
+        render_acl(
+            bare_site,
+            [
+                BrokerUser("edge-1", Role.AGENT, "bdg", ("cnc-01",)),
+                BrokerUser("edge-2", Role.AGENT, "bdg", ("cnc-01",)),
+            ],
+        )
+
+
+def test_shipped_acl_is_what_the_example_site_and_users_generate() -> None:
+    users = parse_users((DEPLOY / "users.yaml").read_text())
+    assert (DEPLOY / "acl").read_text() == render_acl(load_site(default_site_path()), users)
+
+
+# ---- passwords ----------------------------------------------------------------------------------------------
+
+
+def test_python_hash_matches_mosquitto_passwd() -> None:
+    assert verify_password("s3cret", MOSQUITTO_VECTOR)
+    assert not verify_password("s3creT", MOSQUITTO_VECTOR)
+    salt = __import__("base64").b64decode(MOSQUITTO_VECTOR.split("$")[3])
+    assert hash_password("s3cret", salt=salt) == MOSQUITTO_VECTOR
+    fresh = hash_password("s3cret")
+    assert fresh != hash_password("s3cret")  # fresh salt each time
+    assert verify_password("s3cret", fresh)
+
+
+@pytest.mark.skipif(shutil.which("mosquitto_passwd") is None, reason="mosquitto_passwd is not installed")
+def test_mosquitto_passwd_hash_verifies_in_python() -> None:
+    hashed = mosquitto_hash("edge-1", "pa ss:wörd")
+    assert hashed.startswith("$7$101$")
+    assert verify_password("pa ss:wörd", hashed)
+
+
+@pytest.mark.parametrize("password", ["", "a\nb", "tab\there", "nul\x00"])
+def test_bad_passwords_refused(password: str) -> None:
+    with pytest.raises(BrokerConfError, match="password"):
+        hash_password(password)
+
+
+def test_password_file_parse_and_render() -> None:
+    text = f"# comment\nedge-1:{MOSQUITTO_VECTOR}\n\napi:{MOSQUITTO_VECTOR}\n"
+    entries = parse_password_file(text)
+    assert entries == {"edge-1": MOSQUITTO_VECTOR, "api": MOSQUITTO_VECTOR}
+    assert render_password_file(entries) == f"api:{MOSQUITTO_VECTOR}\nedge-1:{MOSQUITTO_VECTOR}\n"
+    for bad in ("edge-1:plaintext\n", f"Edge:{MOSQUITTO_VECTOR}\n", f"a:{MOSQUITTO_VECTOR}\na:{MOSQUITTO_VECTOR}\n"):
+        with pytest.raises(BrokerConfError, match="passwd:"):
+            parse_password_file(bad)
+    with pytest.raises(BrokerConfError):
+        render_password_file({"x\ny": MOSQUITTO_VECTOR})
+    with pytest.raises(BrokerConfError):
+        render_password_file({"x": MOSQUITTO_VECTOR + "\nroot:$7$"})
+
+
+def test_passwords_and_users_must_match_both_ways() -> None:
+    users = [BrokerUser("api", Role.READER, "bdg"), BrokerUser("collector-1", Role.COLLECTOR, "bdg")]
+    assert check_passwords(users, {"api": "h", "collector-1": "h"}) == []
+    problems = check_passwords(users, {"api": "h", "old": "h"})
+    assert problems == [
+        "user 'collector-1' has no password entry in passwd (set one with shopfloor mqtt add-*)",
+        "passwd has an entry for 'old', who is not in users.yaml (remove it: shopfloor mqtt remove old)",
+    ]
+
+
+# ---- mosquitto.conf -----------------------------------------------------------------------------------------
+
+
+def test_shipped_conf_passes() -> None:
+    conf = parse_conf((DEPLOY / "mosquitto.conf").read_text())
+    assert check_conf(conf) == []
+    assert [(lst.port, lst.tls) for lst in conf.listeners] == [(1883, False), (8883, True)]
+    assert conf.settings["max_inflight_messages"] == "1000"
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "match"),
+    [
+        ("allow_anonymous false", "allow_anonymous true", "allow_anonymous must be false"),
+        ("allow_anonymous false", "", "allow_anonymous must be false"),
+        ("acl_file /mosquitto/config/acl", "", "acl_file is not set"),
+        ("password_file /mosquitto/config/passwd", "", "password_file is not set"),
+        ("per_listener_settings false", "per_listener_settings true", "per_listener_settings"),
+        ("use_username_as_clientid true", "", "1883: use_username"),  # the first listener's
+        ("listener 1883 127.0.0.1", "listener 1883", "plain MQTT on all interfaces"),
+        ("listener 1883 127.0.0.1", "listener 1883 10.0.0.5", "plain MQTT on 10.0.0.5"),
+        ("cafile /mosquitto/config/certs/ca.crt", "", "TLS without cafile"),
+        ("max_packet_size 300000", "max_packet_size 100000", "max_packet_size must be"),
+        ("max_packet_size 300000", "", "max_packet_size must be"),
+        ("persistence true", "persistence false", "persistence must be true"),
+        ("persistence_location /mosquitto/data/", "", "persistence_location"),
+        ("log_dest stderr", "include_dir /etc/mosquitto/conf.d", "include_dir"),
+    ],
+)
+def test_conf_problems_are_found(old: str, new: str, match: str) -> None:
+    text = (DEPLOY / "mosquitto.conf").read_text()
+    assert old in text
+    problems = check_conf(parse_conf(text.replace(old, new, 1)))
+    assert any(match in p for p in problems), problems
+
+
+def test_tls_listener_without_username_as_clientid_is_found() -> None:
+    text = (DEPLOY / "mosquitto.conf").read_text()
+    text = text.replace("listener 8883\nuse_username_as_clientid true\n", "listener 8883\n")
+    assert any("8883: use_username_as_clientid" in p for p in check_conf(parse_conf(text)))
+
+
+# ---- shopfloor mqtt -----------------------------------------------------------------------------------------
+
+
+def deploy_dir(tmp_path: Path) -> Path:
+    """A copy of deploy/mosquitto/ without the example users, with stand-in TLS files."""
+    d = tmp_path / "mosquitto"
+    shutil.copytree(DEPLOY, d)
+    for name in ("users.yaml", "acl"):
+        (d / name).unlink()
+    (d / "certs").mkdir()
+    for name in ("ca.crt", "server.crt", "server.key"):
+        (d / "certs" / name).write_text("stand-in\n")
+    return d
+
+
+def test_add_users_then_check_ok(tmp_path: Path, site: SiteConfig) -> None:
+    d = deploy_dir(tmp_path)
+    pw = add_user(d, site, "edge-1", Role.AGENT, ["cnc-01", "cnc-02"], passwd_binary="")
+    add_user(d, site, "edge-2", Role.AGENT)  # machines from the site's agents section
+    add_user(d, site, "collector-1", Role.COLLECTOR, password="given-password")
+    add_user(d, site, "api", Role.READER)
+    assert check_dir(d, site) == []
+    assert (d / "acl").read_text() == EXPECTED_ACL
+    assert verify_password(pw, load_passwords(d)["edge-1"])
+    assert verify_password("given-password", load_passwords(d)["collector-1"])
+    assert stat.S_IMODE((d / "passwd").stat().st_mode) == 0o600
+    # Replacing a user changes its password only.
+    before = load_passwords(d)
+    pw2 = add_user(d, site, "edge-1", Role.AGENT, ["cnc-02", "cnc-01"])
+    after = load_passwords(d)
+    assert pw2 != pw and verify_password(pw2, after["edge-1"]) and not verify_password(pw, after["edge-1"])
+    assert {k: v for k, v in after.items() if k != "edge-1"} == {k: v for k, v in before.items() if k != "edge-1"}
+    assert check_dir(d, site) == []
+    remove_user(d, site, "edge-2")
+    assert {u.name for u in load_users(d)} == {"edge-1", "collector-1", "api"}
+    assert "edge-2" not in load_passwords(d) and "user edge-2" not in (d / "acl").read_text()
+    assert check_dir(d, site) == [
+        "site 'bdg' declares agent 'edge-2', which has no broker user: it cannot connect "
+        "(shopfloor mqtt add-agent edge-2)"
+    ]
+
+
+def test_check_lists_each_problem(tmp_path: Path, site: SiteConfig) -> None:
+    d = deploy_dir(tmp_path)
+    add_user(d, site, "edge-1", Role.AGENT, passwd_binary="")
+    add_user(d, site, "edge-2", Role.AGENT, passwd_binary="")
+    add_user(d, site, "api", Role.READER, passwd_binary="")
+    with (d / "passwd").open("a") as fh:
+        fh.write(f"ghost:{MOSQUITTO_VECTOR}\n")
+    with (d / "acl").open("a") as fh:
+        fh.write("user api\ntopic write shopfloor/#\n")
+    users_text = (d / "users.yaml").read_text()
+    assert "[cnc-01, cnc-02]" in users_text
+    (d / "users.yaml").write_text(users_text.replace("[cnc-01, cnc-02]", "[cnc-01]"))
+    (d / "certs" / "server.key").unlink()
+    (d / "mosquitto.conf").write_text((d / "mosquitto.conf").read_text().replace("allow_anonymous false", ""))
+    problems = check_dir(d, site)
+    assert any("disagree with the site's agents section" in p for p in problems)
+    assert any("'ghost', who is not in users.yaml" in p for p in problems)
+    assert any("allow_anonymous" in p for p in problems)
+    assert any("keyfile /mosquitto/config/certs/server.key does not exist" in p for p in problems)
+    (d / "users.yaml").write_text(users_text)
+    assert any("acl is not what" in p for p in check_dir(d, site))
+    (d / "passwd").unlink()
+    assert any("password_file /mosquitto/config/passwd does not exist" in p for p in check_dir(d, site))
+
+
+def test_cli_exit_codes_and_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    site = str(write_site(tmp_path))
+    d = deploy_dir(tmp_path)
+    common = ["--site", site, "--dir", str(d)]
+    assert main(["mqtt", "add-agent", "edge-1", *common]) == 0
+    out = capsys.readouterr().out
+    password = out.split("operator): ")[1].split()[0]
+    assert out.count(password) == 1
+    assert verify_password(password, load_passwords(d)["edge-1"])
+    secret = tmp_path / "secret"
+    secret.write_text("from-a-file\n")
+    assert main(["mqtt", "add-collector", "collector-1", "--password-file", str(secret), *common]) == 0
+    assert "from-a-file" not in capsys.readouterr().out
+    assert verify_password("from-a-file", load_passwords(d)["collector-1"])
+    assert main(["mqtt", "check", *common]) == 1
+    assert "declares agent 'edge-2', which has no broker user" in capsys.readouterr().out
+    assert main(["mqtt", "add-agent", "edge-2", *common]) == 0
+    assert main(["mqtt", "add-reader", "api", *common]) == 0
+    capsys.readouterr()
+    assert main(["mqtt", "check", *common]) == 0
+    assert capsys.readouterr().out.strip() == "ok"
+    (d / "acl").write_text("user api\ntopic readwrite #\n")
+    assert main(["mqtt", "check", *common]) == 1
+    assert "acl is not what" in capsys.readouterr().out
+    assert main(["mqtt", "acl", *common]) == 0
+    assert (d / "acl").read_text() == EXPECTED_ACL
+    assert main(["mqtt", "remove", "api", *common]) == 0
+    assert "user api" not in (d / "acl").read_text()
+
+
+@pytest.mark.parametrize(
+    ("argv", "match"),
+    [
+        (["add-agent", "edge-1\ntopic readwrite #"], "not allowed"),
+        (["add-agent", "edge 1"], "not allowed"),
+        (["add-agent", "edge-1", "--machines", "cnc-01,cnc-02\nuser x"], "machine id"),
+        (["add-agent", "edge-1", "--machines", "cnc-01,#"], "machine id"),
+        (["add-agent", "edge-1", "--machines", "cnc-01"], "disagree"),
+        (["add-agent", "edge-1", "--machines", "cnc-01,cnc-02,nope"], "not machines of site"),
+        (["add-agent", "edge-3", "--machines", "laser-01"], "not in the agents section"),
+        (["add-reader", "ap+i"], "not allowed"),
+        (["remove", "nobody"], "no broker user 'nobody'"),
+        (["add-collector", "c", "--password-file", "/nonexistent"], "no such file"),
+    ],
+)
+def test_cli_refuses_hostile_input_with_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], match: str
+) -> None:
+    d = deploy_dir(tmp_path)
+    assert main(["mqtt", *argv, "--site", str(write_site(tmp_path)), "--dir", str(d)]) == 2
+    assert match in capsys.readouterr().err
+    assert not (d / "passwd").exists() and not (d / "users.yaml").exists()  # nothing written
+
+
+def test_cli_refuses_a_role_change_and_a_password_with_a_newline(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    d = deploy_dir(tmp_path)
+    common = ["--site", str(write_site(tmp_path)), "--dir", str(d)]
+    assert main(["mqtt", "add-reader", "api", *common]) == 0
+    assert main(["mqtt", "add-collector", "api", *common]) == 2
+    assert "exists as a reader" in capsys.readouterr().err
+    secret = tmp_path / "secret"
+    secret.write_text("\n")
+    assert main(["mqtt", "add-reader", "api", "--password-file", str(secret), *common]) == 2
+    assert "empty" in capsys.readouterr().err
