@@ -92,10 +92,25 @@ class AgentOptions:
             raise ValueError(f"metrics port must be 0..65535, got {self.metrics_port!r}")
 
 
-def select_machines(site: SiteConfig, machine_ids: list[str] | None) -> list[Machine]:
-    """Return the machines to poll; raise ValueError naming unknown ids."""
+def select_machines(site: SiteConfig, machine_ids: list[str] | None, agent_id: str | None = None) -> list[Machine]:
+    """Return the machines to poll; raise ValueError naming unknown ids or machines another agent serves.
+
+    When the site declares its agents, an agent polls the machines declared for it (collectors refuse the rest);
+    otherwise every machine of the site, or the ones given.
+    """
+    served: list[str] | None = None
+    if site.agents and agent_id is not None:
+        declared = [a.id for a in site.agents]
+        if agent_id not in declared:
+            raise ValueError(
+                f"agent id {agent_id!r} is not declared under agents: in site {site.site.id!r} "
+                f"(declared: {', '.join(declared)}); collectors would refuse everything it sends"
+            )
+        served = site.machines_of(agent_id)
     if machine_ids is None:
-        return list(site.machines)
+        machine_ids = served
+        if machine_ids is None:
+            return list(site.machines)
     if not machine_ids:
         raise ValueError("no machine ids given; leave the list out to poll every machine of the site")
     unknown = [m for m in machine_ids if site.machine(m) is None]
@@ -104,6 +119,13 @@ def select_machines(site: SiteConfig, machine_ids: list[str] | None) -> list[Mac
         raise ValueError(
             f"unknown machine id(s) {', '.join(map(repr, unknown))} in site {site.site.id!r} (known: {known})"
         )
+    if served is not None:
+        foreign = [m for m in machine_ids if m not in served]
+        if foreign:
+            raise ValueError(
+                f"machine(s) {', '.join(map(repr, foreign))} are not served by agent {agent_id!r} in the site's "
+                f"agents: section (it serves: {', '.join(served) or 'nothing'})"
+            )
     chosen = list(dict.fromkeys(machine_ids))
     return [m for m in site.machines if m.id in chosen]
 
@@ -130,7 +152,7 @@ class EdgeAgent:
         self.data_dir = Path(data_dir)
         self.options = options or AgentOptions()
         self.clock = clock
-        self.machines = select_machines(site, machine_ids)
+        self.machines = select_machines(site, machine_ids, agent_id)
         for machine in self.machines:
             profile = site.profile(machine.profile)
             if len(profile.registers) > MAX_SIGNALS_PER_SAMPLE:

@@ -23,7 +23,16 @@ from pydantic import (
     model_validator,
 )
 
-from shopfloor.contracts import CANONICAL_SIGNALS, COUNTER_SIGNALS, Id, MachineState, SignalKind, is_valid_signal
+from shopfloor.contracts import (
+    CANONICAL_SIGNALS,
+    COUNTER_SIGNALS,
+    RESERVED_SIGNALS,
+    Id,
+    MachineState,
+    SignalKind,
+    is_reserved_signal,
+    is_valid_signal,
+)
 from shopfloor.yamlfile import ConfigError, load_model, read_yaml, validation_message
 
 MAX_REGISTER_ADDRESS = 65535
@@ -162,6 +171,16 @@ class RegisterSpec(BaseModel):
     max_rate_per_h: StrictFloat | None = Field(default=None, gt=0, allow_inf_nan=False)
     unit: str = ""
     description: str = ""
+
+    @field_validator("signal")
+    @classmethod
+    def _not_reserved(cls, value: str) -> str:
+        if is_reserved_signal(value):
+            raise ValueError(
+                f"signal name {value!r} is reserved ({', '.join(sorted(RESERVED_SIGNALS))} and names starting "
+                "with _ are the store's own columns and tags): rename the signal"
+            )
+        return value
 
     @property
     def count(self) -> int:
@@ -472,6 +491,15 @@ class ApiKey(BaseModel):
         return self
 
 
+class AgentSpec(BaseModel):
+    """An edge agent and the machines it serves: the only agent the collector accepts their data from."""
+
+    model_config = _Strict
+
+    id: Id
+    machines: list[Id] = Field(default_factory=list, max_length=10000)
+
+
 class SiteConfig(BaseModel):
     """Everything Shopfloor needs to know about one site."""
 
@@ -482,6 +510,8 @@ class SiteConfig(BaseModel):
     machines: list[Machine] = Field(min_length=1, max_length=10000)
     tenants: list[Tenant] = Field(default_factory=list)
     api_keys: list[ApiKey] = Field(default_factory=list)
+    # Empty: any agent may report any machine (development); declared: the collector enforces it.
+    agents: list[AgentSpec] = Field(default_factory=list, max_length=10000)
 
     @field_validator("profiles", mode="before")
     @classmethod
@@ -535,7 +565,35 @@ class SiteConfig(BaseModel):
         for api_key in self.api_keys:
             if api_key.tenant is not None and api_key.tenant not in tenants:
                 raise ValueError(f"API key {api_key.name!r}: tenant {api_key.tenant!r} is not defined")
+        self._check_agents()
         return self
+
+    def _check_agents(self) -> None:
+        _unique("agent id", [a.id for a in self.agents])
+        machines = {m.id for m in self.machines}
+        served_by: dict[str, str] = {}
+        for index, agent in enumerate(self.agents):
+            for machine_id in agent.machines:
+                if machine_id not in machines:
+                    raise ValueError(
+                        f"agents[{index}] ({agent.id}): machine {machine_id!r} is not defined under machines:"
+                    )
+                if machine_id in served_by:
+                    other = served_by[machine_id]
+                    what = "lists it twice" if other == agent.id else f"and {other!r} both serve it"
+                    raise ValueError(
+                        f"agents[{index}] ({agent.id}): machine {machine_id!r} is served by one agent only, but "
+                        f"{agent.id!r} {what}"
+                    )
+                served_by[machine_id] = agent.id
+
+    def agent_of(self, machine_id: str) -> str | None:
+        """The id of the agent that serves this machine, or None if no agent is declared for it."""
+        return next((a.id for a in self.agents if machine_id in a.machines), None)
+
+    def machines_of(self, agent_id: str) -> list[str]:
+        """The ids of the machines this agent serves (empty for an unknown agent)."""
+        return next((list(a.machines) for a in self.agents if a.id == agent_id), [])
 
     def profile(self, model: str) -> DeviceProfile:
         """The profile with this model name."""
@@ -599,6 +657,7 @@ def default_site_path() -> Path:
 
 __all__ = [
     "NO_DEADBAND_SIGNALS",
+    "AgentSpec",
     "ApiKey",
     "ByteOrder",
     "ConfigError",

@@ -32,6 +32,9 @@ _ID_RE = re.compile(rf"^{ID_PATTERN}$")
 # Signal names become InfluxDB field keys and JSON keys: keep them boring.
 SIGNAL_PATTERN = r"[a-z][a-z0-9_]{0,62}"
 _SIGNAL_RE = re.compile(rf"^{SIGNAL_PATTERN}$")
+# Names the store and the analytics use for themselves (InfluxDB's time column, the tags, the reporting agent):
+# a signal of that name would shadow them. Names starting with "_" are reserved too (SIGNAL_PATTERN excludes them).
+RESERVED_SIGNALS = frozenset({"time", "site", "machine", "agent"})
 
 MAX_PAYLOAD_BYTES = 256 * 1024
 MAX_SAMPLES_PER_BATCH = 1000
@@ -87,6 +90,11 @@ def is_valid_id(value: str) -> bool:
 def is_valid_signal(value: str) -> bool:
     """Return whether value is a valid signal name."""
     return bool(_SIGNAL_RE.match(value))
+
+
+def is_reserved_signal(name: str) -> bool:
+    """Return whether name is reserved and may not be a signal (time, site, machine, agent, or starting with _)."""
+    return name in RESERVED_SIGNALS or name.startswith("_")
 
 
 def _check_id(value: str) -> str:
@@ -260,7 +268,11 @@ class Topic:
 
 def subscription_filters(site: str = "+") -> list[str]:
     """Topic filters a collector subscribes to."""
-    return [f"{TOPIC_ROOT}/{site}/+/telemetry", f"{TOPIC_ROOT}/{site}/+/status"]
+    return [
+        f"{TOPIC_ROOT}/{site}/+/telemetry",
+        f"{TOPIC_ROOT}/{site}/+/status",
+        f"{TOPIC_ROOT}/{site}/agents/+/status",
+    ]
 
 
 class PayloadError(Exception):
@@ -272,15 +284,19 @@ class PayloadError(Exception):
         self.detail = detail
 
 
-def _decode_json(payload: bytes) -> Any:
+def decode_payload(payload: bytes) -> Any:
+    """Decode a payload's JSON and check its schema version; raise PayloadError (oversize, malformed-json, ...)."""
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise PayloadError("oversize", f"{len(payload)} bytes exceeds the limit of {MAX_PAYLOAD_BYTES}")
     try:
-        return json.loads(payload)
+        data = json.loads(payload)
     except (UnicodeDecodeError, ValueError) as exc:
         raise PayloadError("malformed-json", str(exc)[:200]) from exc
     except RecursionError as exc:
         raise PayloadError("malformed-json", "nested too deeply") from exc
+    if isinstance(data, dict) and data.get("v") != SCHEMA_VERSION:
+        raise PayloadError("unknown-version", f"v={data.get('v')!r}, this collector speaks v{SCHEMA_VERSION}")
+    return data
 
 
 def _first_error(exc: ValidationError) -> str:
@@ -289,11 +305,8 @@ def _first_error(exc: ValidationError) -> str:
     return f"{loc}: {err['msg']} ({exc.error_count()} error(s))"
 
 
-def parse_telemetry(topic: Topic, payload: bytes) -> TelemetryBatch:
-    """Validate a telemetry payload received on topic; raise PayloadError if it must not be written."""
-    data = _decode_json(payload)
-    if isinstance(data, dict) and data.get("v") != SCHEMA_VERSION:
-        raise PayloadError("unknown-version", f"v={data.get('v')!r}, this collector speaks v{SCHEMA_VERSION}")
+def validate_telemetry(topic: Topic, data: Any) -> TelemetryBatch:
+    """Validate decoded telemetry (see decode_payload) from topic; raise PayloadError if it must not be written."""
     try:
         batch = TelemetryBatch.model_validate(data)
     except ValidationError as exc:
@@ -306,12 +319,19 @@ def parse_telemetry(topic: Topic, payload: bytes) -> TelemetryBatch:
     return batch
 
 
-def parse_status(topic: Topic, payload: bytes) -> StatusMessage:
-    """Validate a status payload; raise PayloadError if it must not be written."""
-    data = _decode_json(payload)
-    if isinstance(data, dict) and data.get("v") != SCHEMA_VERSION:
-        raise PayloadError("unknown-version", f"v={data.get('v')!r}, this collector speaks v{SCHEMA_VERSION}")
+def validate_status(data: Any) -> StatusMessage:
+    """Validate a decoded status payload (see decode_payload); raise PayloadError if it must not be written."""
     try:
         return StatusMessage.model_validate(data)
     except ValidationError as exc:
         raise PayloadError("invalid-payload", _first_error(exc)) from exc
+
+
+def parse_telemetry(topic: Topic, payload: bytes) -> TelemetryBatch:
+    """Validate a telemetry payload received on topic; raise PayloadError if it must not be written."""
+    return validate_telemetry(topic, decode_payload(payload))
+
+
+def parse_status(topic: Topic, payload: bytes) -> StatusMessage:
+    """Validate a status payload; raise PayloadError if it must not be written."""
+    return validate_status(decode_payload(payload))

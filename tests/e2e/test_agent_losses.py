@@ -27,11 +27,12 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from api.reader import fetch_timeline
+from collector.registry import Registry
 from collector.service import Collector
 from edge_agent.agent import AgentOptions, EdgeAgent
 from edge_agent.delivery import DeliveryOptions
 from shopfloor.codec import encode
-from shopfloor.config import Machine, SiteConfig, SiteInfo, default_site_path
+from shopfloor.config import AgentSpec, Machine, SiteConfig, SiteInfo, default_site_path
 from shopfloor.contracts import Sample, SignalValue, TelemetryBatch, Topic, TopicKind, parse_status, parse_telemetry
 from shopfloor.influx import TELEMETRY, InfluxStore, quote_literal
 from shopfloor.modbus import RegisterServer, UnitMemory
@@ -72,7 +73,10 @@ def gateway_site(example: SiteConfig, machines: int, port: int, poll_s: float) -
         )
         for unit in range(1, machines + 1)
     ]
-    return example.model_copy(update={"site": SiteInfo(id=f"t{uuid.uuid4().hex[:10]}"), "machines": chosen})
+    # The one agent of these tests serves every machine: the collector checks that against the site registry.
+    agents = [AgentSpec(id=AGENT, machines=[m.id for m in chosen])]
+    site = {"site": SiteInfo(id=f"t{uuid.uuid4().hex[:10]}"), "machines": chosen, "agents": agents}
+    return example.model_copy(update=site)
 
 
 class Plant:
@@ -137,9 +141,10 @@ async def running(agent: EdgeAgent) -> AsyncIterator[asyncio.Task[None]]:
 
 
 @contextmanager
-def collecting(broker_port: int, store: InfluxStore, client_id: str) -> Iterator[Collector]:
-    """A real collector (persistent session under client_id) writing to store."""
-    collector = Collector(mqtt(broker_port), store, client_id=client_id, flush_interval_s=0.1)
+def collecting(broker_port: int, store: InfluxStore, client_id: str, site: SiteConfig) -> Iterator[Collector]:
+    """A real collector (persistent session under client_id) checking against site, writing to store."""
+    registry = Registry.from_site(site)
+    collector = Collector(mqtt(broker_port), store, client_id=client_id, flush_interval_s=0.1, registry=registry)
     collector.start()
     try:
         assert collector.wait_connected(10)
@@ -246,7 +251,7 @@ def test_broker_killed_while_collector_stopped_loses_nothing(
         await plant.start()
         agent = RecordingAgent(site, AGENT, mqtt(fresh_mosquitto.port), data_dir, options=options)
         async with running(agent):
-            with collecting(fresh_mosquitto.port, influx_store, collector_id):
+            with collecting(fresh_mosquitto.port, influx_store, collector_id, site):
                 await until(lambda: len(stored(influx_store, site.site.id, "m1")) >= 5, "data in the store")
             # The collector is away; the broker queues for its persistent session, the outbox keeps everything.
             sealed = agent.stats["messages"]
@@ -258,7 +263,7 @@ def test_broker_killed_while_collector_stopped_loses_nothing(
             await until(lambda: agent.stats["messages"] >= sealed + 5, "batches while the broker is down")
             await asyncio.to_thread(fresh_mosquitto.start)
             await until(lambda: agent.stats["mqtt_connects"] >= 2, "the agent reconnected")
-            with collecting(fresh_mosquitto.port, influx_store, collector_id) as collector:
+            with collecting(fresh_mosquitto.port, influx_store, collector_id, site) as collector:
                 await drain(plant, agent, data_dir)
                 metrics = await scrape(agent)
             assert collector.stats["invalid"] == {}
@@ -304,7 +309,7 @@ def test_store_down_longer_than_the_broker_queue_loses_nothing(
         plant = Plant(site, gateway)
         await plant.start()
         agent = RecordingAgent(site, AGENT, mqtt(broker.port), data_dir, options=options)
-        with collecting(broker.port, store, f"collector-{uuid.uuid4().hex[:8]}") as collector:
+        with collecting(broker.port, store, f"collector-{uuid.uuid4().hex[:8]}", site) as collector:
             async with running(agent):
                 await until(lambda: len(stored(store, site.site.id, "m1")) >= 5, "data in the store")
                 await asyncio.to_thread(fresh_influxdb.stop)
@@ -401,7 +406,7 @@ def test_agent_killed_mid_backlog_loses_nothing(
             last_before = max(b.seq for b in backlog)
             procs.append(agent_process(site_file, mosquitto.port, data_dir, log))
             await until(lambda: any(b.seq > last_before for b in bus.seen()), "the restarted agent publishing")
-            with collecting(mosquitto.port, influx_store, f"collector-{uuid.uuid4().hex[:8]}"):
+            with collecting(mosquitto.port, influx_store, f"collector-{uuid.uuid4().hex[:8]}", site):
                 await plant.stop()
                 await until(lambda: all(bus.statuses.get(m.id) == "unreachable" for m in site.machines), "drained")
                 await until(lambda: outbox_depth(data_dir) == 0, "an empty outbox (every batch committed)", 40)
@@ -521,7 +526,7 @@ def test_full_outbox_drops_oldest_reports_the_loss_and_the_gap_is_unknown(
         gate = Gate(gate_port, fresh_mosquitto.port)
         await gate.open()
         agent = RecordingAgent(site, AGENT, mqtt(gate_port), data_dir, options=options)
-        with collecting(fresh_mosquitto.port, influx_store, f"collector-{uuid.uuid4().hex[:8]}") as collector:
+        with collecting(fresh_mosquitto.port, influx_store, f"collector-{uuid.uuid4().hex[:8]}", site) as collector:
             async with running(agent):
                 await until(
                     lambda: all(len(stored(influx_store, sid, m.id)) >= 10 for m in site.machines), "data stored"

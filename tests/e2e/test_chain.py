@@ -17,6 +17,7 @@ import pytest
 
 from api.app import create_app
 from api.server import serve
+from collector.registry import Registry
 from collector.service import Collector
 from edge_agent.agent import EdgeAgent
 from shopfloor.config import Role, SiteConfig
@@ -51,21 +52,28 @@ def _iso(ms: int) -> str:
 
 
 def test_usage_matches_ground_truth(
-    tmp_path: Path, mosquitto: Mosquitto, influx_store: InfluxStore, example_site: SiteConfig
+    tmp_path: Path, fresh_mosquitto: Mosquitto, influx_store: InfluxStore, example_site: SiteConfig
 ) -> None:
     keys = DemoKeys()
     keys.add("admin", Role.ADMIN)
     keys.add("acme", Role.TENANT, "acme")
     site = _site(example_site, keys)
     scenario = load_scenario(SCENARIO)
-    mqtt = MqttSettings.from_url(mosquitto.url)
-    collector = Collector(mqtt, influx_store, client_id=f"e2e-{free_port()}", dead_letter=tmp_path / "dl.jsonl")
+    # A broker of its own: other tests' retained messages (other sites) would be refused, rightly, as unknown.
+    mqtt = MqttSettings.from_url(fresh_mosquitto.url)
+    collector = Collector(
+        mqtt,
+        influx_store,
+        client_id=f"e2e-{free_port()}",
+        dead_letter=tmp_path / "dl.jsonl",
+        registry=Registry.from_site(site),
+    )
     collector.start()
 
     async def run_chain() -> Simulator:
         sim = Simulator(site, scenario, seed=7, speed=1.0)
         await sim.start()
-        agent = EdgeAgent(site, "edge-e2e", mqtt, tmp_path / "agent")
+        agent = EdgeAgent(site, "edge-1", mqtt, tmp_path / "agent")  # the agent the site file declares
         task = asyncio.create_task(agent.run())
         await sim.wait_finished()
         # Let the last polls after the scenario's end travel through the chain.

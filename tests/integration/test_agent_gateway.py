@@ -20,7 +20,7 @@ import pytest
 from edge_agent.agent import AgentOptions, EdgeAgent
 from edge_agent.cli import check_report
 from shopfloor.codec import encode
-from shopfloor.config import SiteConfig, SiteInfo
+from shopfloor.config import AgentSpec, SiteConfig, SiteInfo
 from shopfloor.contracts import LinkStatus, Sample, SignalValue, Topic, TopicKind, parse_status, parse_telemetry
 from shopfloor.modbus import RegisterServer, UnitMemory
 from shopfloor.mqtt import InboundMessage, MqttLink, MqttSettings
@@ -157,7 +157,9 @@ def gateway_site(example: SiteConfig, port: int) -> SiteConfig:
         for unit, m in enumerate((example.machine("cnc-01"), example.machine("cnc-02")), start=1)
         if m is not None
     ]
-    return example.model_copy(update={"site": SiteInfo(id=f"t{uuid.uuid4().hex[:10]}"), "machines": machines})
+    agents = [AgentSpec(id="edge-1", machines=[m.id for m in machines])]
+    info = SiteInfo(id=f"t{uuid.uuid4().hex[:10]}")
+    return example.model_copy(update={"site": info, "machines": machines, "agents": agents})
 
 
 def test_units_behind_one_gateway_share_one_connection(

@@ -30,7 +30,7 @@ import pytest
 
 from edge_agent.agent import AgentOptions, EdgeAgent
 from shopfloor.codec import encode
-from shopfloor.config import SiteConfig, SiteInfo, Table, default_site_path
+from shopfloor.config import AgentSpec, SiteConfig, SiteInfo, Table, default_site_path
 from shopfloor.contracts import (
     LinkStatus,
     SignalValue,
@@ -70,7 +70,8 @@ def make_site(example: SiteConfig, machines: list[str], poll_s: float = 0.1, tim
         if m.id in machines
     ]
     info = SiteInfo(id=f"t{uuid.uuid4().hex[:10]}", timezone="UTC")
-    return example.model_copy(update={"site": info, "machines": chosen})
+    agents = [AgentSpec(id="edge-1", machines=[m.id for m in chosen])]
+    return example.model_copy(update={"site": info, "machines": chosen, "agents": agents})
 
 
 class Listener:

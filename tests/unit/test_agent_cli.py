@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
 from edge_agent.agent import AgentOptions, EdgeAgent, select_machines
 from edge_agent.cli import main
-from shopfloor.config import DataType, RegisterSpec, SiteConfig, default_site_path
+from shopfloor.config import AgentSpec, DataType, RegisterSpec, SiteConfig, default_site_path
 from shopfloor.mqtt import MqttSettings
 
 SITE = str(default_site_path())
@@ -71,6 +72,31 @@ def test_locked_data_dir_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "another agent 'edge-1' is running" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("agent", "machines", "message"),
+    [
+        ("edge-9", None, "agent id 'edge-9' is not declared under agents: in site 'bdg' (declared: edge-1)"),
+        ("edge-1", ["cnc-01", "laser-01"], ""),
+    ],
+)
+def test_declared_agents_poll_their_own_machines(
+    example_site: SiteConfig, agent: str, machines: list[str] | None, message: str
+) -> None:
+    if message:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            select_machines(example_site, machines, agent)
+    else:
+        assert [m.id for m in select_machines(example_site, machines, agent)] == machines
+
+
+def test_a_machine_of_another_agent_is_refused(example_site: SiteConfig) -> None:
+    agents = [AgentSpec(id="edge-1", machines=["cnc-01"]), AgentSpec(id="edge-2", machines=["cnc-02"])]
+    site = SiteConfig.model_validate({**example_site.model_dump(), "agents": [a.model_dump() for a in agents]})
+    assert [m.id for m in select_machines(site, None, "edge-2")] == ["cnc-02"]  # default: its own machines
+    with pytest.raises(ValueError, match=r"machine\(s\) 'cnc-01' are not served by agent 'edge-2'"):
+        select_machines(site, ["cnc-01"], "edge-2")
+
+
 def test_select_machines(example_site: SiteConfig) -> None:
     assert [m.id for m in select_machines(example_site, None)] == [m.id for m in example_site.machines]
     # Site order, duplicates once.
@@ -124,6 +150,7 @@ def test_check_shows_machines_sharing_a_gateway(
     from edge_agent.cli import check_report
 
     gateway = [m.model_copy(update={"port": 502, "unit_id": i + 1}) for i, m in enumerate(example_site.machines[:2])]
-    site = example_site.model_copy(update={"machines": gateway})
+    agents = [AgentSpec(id="edge-1", machines=["cnc-01", "cnc-02"])]
+    site = example_site.model_copy(update={"machines": gateway, "agents": agents})
     report = check_report(EdgeAgent(site, "edge-1", MqttSettings(), tmp_path))
     assert "machine 'cnc-01' (cnc-mill-v1) at 127.0.0.1:502 unit 1 (shares its connection with cnc-02)" in report

@@ -350,3 +350,67 @@ def test_a_meter_may_have_an_absolute_deadband() -> None:
     # Energy is cumulative: skipping steps below 0.01 kWh loses nothing, the next value carries them.
     spec = RegisterSpec.model_validate({"signal": "energy_kwh", "address": 0, "type": "float32", "deadband": 0.01})
     assert spec.counter and spec.deadband == 0.01
+
+
+# ---- agents: which agent serves which machines -------------------------------------------------------------------
+
+TWO_MACHINES = MINIMAL.replace(
+    "  - {id: m-1, profile: mini, port: 15020}\n",
+    "  - {id: m-1, profile: mini, port: 15020}\n  - {id: m-2, profile: mini, port: 15021}\n",
+)
+
+
+def test_example_site_declares_one_agent_serving_every_machine() -> None:
+    site = load_site(default_site_path())
+    assert [a.id for a in site.agents] == ["edge-1"]
+    assert site.machines_of("edge-1") == [m.id for m in site.machines]
+    assert {site.agent_of(m.id) for m in site.machines} == {"edge-1"}
+
+
+def test_agents_section_is_optional_and_helpers_answer_for_it(tmp_path: Path) -> None:
+    assert load_site(write(tmp_path, MINIMAL)).agents == []
+    text = TWO_MACHINES + "agents:\n  - {id: edge-1, machines: [m-2]}\n  - {id: edge-2}\n"
+    site = load_site(write(tmp_path, text))
+    assert (site.agent_of("m-1"), site.agent_of("m-2"), site.agent_of("nope")) == (None, "edge-1", None)
+    assert (site.machines_of("edge-1"), site.machines_of("edge-2"), site.machines_of("edge-9")) == (["m-2"], [], [])
+
+
+@pytest.mark.parametrize(
+    ("agents", "expected"),
+    [
+        ("  - {id: Edge_1, machines: [m-1]}", r"site\.yaml:\d+: agents\[0\]\.id: .*not a valid id"),
+        ("  - {id: edge-1, machines: [m-9]}", r"agents\[0\] \(edge-1\): machine 'm-9' is not defined"),
+        ("  - {id: edge-1, machines: [m-1]}\n  - {id: edge-1, machines: [m-2]}", r"duplicate agent id 'edge-1'"),
+        (
+            "  - {id: edge-1, machines: [m-1]}\n  - {id: edge-2, machines: [m-1]}",
+            r"agents\[1\] \(edge-2\): machine 'm-1' is served by one agent only, but 'edge-2' and 'edge-1' both",
+        ),
+        ("  - {id: edge-1, machines: [m-1, m-1]}", r"'edge-1' lists it twice"),
+        ("  - {id: edge-1, machines: [m-1], extra: 1}", r"agents\[0\]\.extra"),
+        ("  - {id: edge-1, machines: m-1}", r"agents\[0\]\.machines"),
+    ],
+)
+def test_agents_section_errors(tmp_path: Path, agents: str, expected: str) -> None:
+    path = write(tmp_path, TWO_MACHINES + "agents:\n" + agents + "\n")
+    with pytest.raises(ConfigError) as info:
+        load_site(path)
+    assert str(path) in str(info.value)
+    assert re.search(expected, str(info.value)), info.value
+
+
+@pytest.mark.parametrize("name", ["time", "site", "machine", "agent"])
+def test_profiles_may_not_declare_reserved_signal_names(tmp_path: Path, name: str) -> None:
+    text = MINIMAL.replace(
+        "      - {signal: good_count, address: 1, type: uint32}\n",
+        "      - {signal: good_count, address: 1, type: uint32}\n"
+        f"      - {{signal: {name}, address: 5, type: uint16}}\n",
+    )
+    with pytest.raises(ConfigError) as info:
+        load_site(write(tmp_path, text))
+    message = str(info.value)
+    assert re.search(rf"profiles\[0\]\.registers\[2\]\.signal: .*signal name '{name}' is reserved", message), message
+
+
+def test_underscore_signal_names_are_refused_too() -> None:
+    with pytest.raises(ValueError, match="'_x' is reserved"):
+        RegisterSpec.model_validate({"signal": "_x", "address": 0, "type": "uint16"})

@@ -9,6 +9,7 @@ import pytest
 
 from shopfloor.contracts import (
     MAX_PAYLOAD_BYTES,
+    RESERVED_SIGNALS,
     LinkStatus,
     PayloadError,
     Sample,
@@ -16,8 +17,13 @@ from shopfloor.contracts import (
     TelemetryBatch,
     Topic,
     TopicKind,
+    decode_payload,
+    is_reserved_signal,
     parse_status,
     parse_telemetry,
+    subscription_filters,
+    validate_status,
+    validate_telemetry,
 )
 
 TOPIC = Topic.telemetry("bdg", "cnc-01")
@@ -159,3 +165,40 @@ def test_sample_is_frozen() -> None:
     sample = Sample(ts=TS, values={"badge": 1})
     with pytest.raises(ValueError):
         sample.ts = 5  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("name", "reserved"),
+    [
+        *[("time", True), ("site", True), ("machine", True), ("agent", True), ("_x", True), ("_", True)],
+        *[("good_count", False), ("machines", False), ("agent_id", False), ("timer", False)],
+    ],
+)
+def test_reserved_signal_names(name: str, reserved: bool) -> None:
+    assert is_reserved_signal(name) is reserved
+    assert (name in RESERVED_SIGNALS) is (reserved and not name.startswith("_"))
+
+
+def test_the_wire_contract_leaves_reserved_names_to_the_registry() -> None:
+    # Sample cannot know a machine's profile; the collector's registry refuses reserved names with their own kind.
+    body = batch(samples=[{"ts": TS, "values": {"machine": "cnc-02"}}])
+    assert parse_telemetry(TOPIC, raw(body)).samples[0].values == {"machine": "cnc-02"}
+
+
+def test_decode_and_validate_are_the_two_halves_of_parse() -> None:
+    data = decode_payload(raw(batch()))
+    assert validate_telemetry(TOPIC, data) == parse_telemetry(TOPIC, raw(batch()))
+    for payload, kind in [(b"{", "malformed-json"), (raw(batch(v=2)), "unknown-version"), (b" " * 300_000, "oversize")]:
+        with pytest.raises(PayloadError) as info:
+            decode_payload(payload)
+        assert info.value.kind == kind
+    status = StatusMessage(status=LinkStatus.OFFLINE, ts=TS, agent="edge-1")
+    assert validate_status(decode_payload(status.to_json())) == status
+    with pytest.raises(PayloadError, match="invalid-payload"):
+        validate_status({"v": 1})
+
+
+def test_collectors_subscribe_to_telemetry_and_both_kinds_of_status() -> None:
+    filters = subscription_filters()
+    assert filters == ["shopfloor/v1/+/+/telemetry", "shopfloor/v1/+/+/status", "shopfloor/v1/+/agents/+/status"]
+    assert subscription_filters("bdg")[2] == "shopfloor/v1/bdg/agents/+/status"

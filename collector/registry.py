@@ -1,0 +1,413 @@
+"""The site registry: what the collector accepts, checked against the site file before anything is written.
+
+Built once from a SiteConfig: per machine, the agent that serves it and its profile's signals, each with the kind
+and range its values must have. Applied to every message, so everything is precomputed into dicts and the checks
+are plain comparisons. Pure: no I/O and no clock (callers pass the time).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections import OrderedDict
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, NoReturn
+
+from shopfloor.config import DataType, RegisterSpec, SiteConfig
+from shopfloor.contracts import (
+    CANONICAL_SIGNALS,
+    MAX_STRING_VALUE,
+    PayloadError,
+    SignalKind,
+    StatusMessage,
+    TelemetryBatch,
+    Topic,
+    TopicKind,
+    decode_payload,
+    is_reserved_signal,
+    is_valid_id,
+    validate_status,
+    validate_telemetry,
+)
+
+DEFAULT_MAX_AHEAD_MS = 300_000  # 5 min
+DEFAULT_MAX_BEHIND_MS = 7 * 86_400_000  # 7 days
+# Beyond 2**53 a float no longer holds every integer: a reading there could not be exact downstream (JSON
+# consumers, the analytics' float arithmetic), and no machine counts that far.
+MAX_EXACT = float(2**53)
+# The agent rounds scaled values to 6 decimals, which may put the top of a register's range a hair further out.
+_ROUNDING = 1e-6
+DEFAULT_SEQ_MEMORY = 100_000
+
+
+class ValueKind(StrEnum):
+    """The JSON type a signal's values must have (an int is also a valid float; a bool is never an int)."""
+
+    BOOL = "bool"
+    INT = "int"
+    FLOAT = "float"
+    STR = "str"
+
+
+_ARTICLE = {ValueKind.BOOL: "a bool", ValueKind.INT: "an int", ValueKind.FLOAT: "a float", ValueKind.STR: "a str"}
+_TYPE_NAME = {bool: "bool", int: "int", float: "float", str: "str"}
+
+
+@dataclass(frozen=True, slots=True)
+class SignalRule:
+    """What one signal's values must be: a kind, and a range (numbers) or labels and a length (strings)."""
+
+    kind: ValueKind
+    low: float = -MAX_EXACT
+    high: float = MAX_EXACT
+    labels: frozenset[str] | None = None
+    max_length: int = MAX_STRING_VALUE
+
+    @classmethod
+    def of(cls, spec: RegisterSpec) -> SignalRule:
+        """The rule for values of a register as the agent decodes them (see shopfloor.codec)."""
+        if spec.states is not None:
+            return cls(ValueKind.STR, labels=frozenset(state.value for state in spec.states.values()))
+        if spec.enum is not None:
+            return cls(ValueKind.STR, labels=frozenset(spec.enum.values()))
+        t = spec.type
+        if t is DataType.STRING:
+            return cls(ValueKind.STR, max_length=min(2 * spec.count, MAX_STRING_VALUE))
+        if t in (DataType.BIT, DataType.BOOL):
+            return cls(ValueKind.BOOL)
+        canonical = CANONICAL_SIGNALS.get(spec.signal)
+        # The store writes canonical float signals as floats whatever the register: the wire may carry either.
+        kind = ValueKind.FLOAT if spec.is_float or canonical is SignalKind.FLOAT else ValueKind.INT
+        if spec.counter and spec.counter_width is not None:
+            # The agent unwraps wraps, so a counter outgrows its register; whether a jump is plausible is the
+            # analytics' question (counter anomalies), not a reason to lose the reading.
+            low, high = min(0.0, spec.offset), MAX_EXACT
+        elif t.is_float:
+            low, high = -MAX_EXACT, MAX_EXACT
+        else:
+            if t.is_signed:
+                raw_low, raw_high = -(1 << (t.bits - 1)), (1 << (t.bits - 1)) - 1
+            else:  # unsigned and bits16
+                raw_low, raw_high = 0, (1 << t.bits) - 1
+            a, b = raw_low * spec.scale + spec.offset, raw_high * spec.scale + spec.offset
+            low, high = min(a, b), max(a, b)
+            if kind is ValueKind.FLOAT:
+                low, high = low - _slack(low), high + _slack(high)
+        if canonical in (SignalKind.INT, SignalKind.FLOAT):
+            low = max(low, 0.0)  # canonical counts, codes and meters are never negative
+        return cls(kind, max(low, -MAX_EXACT), min(high, MAX_EXACT))
+
+    def describe(self) -> str:
+        """Say what this rule allows, for error messages."""
+        if self.labels is not None:
+            return f"one of {', '.join(sorted(self.labels))}"
+        if self.kind is ValueKind.STR:
+            return f"a str of at most {self.max_length} characters"
+        if self.kind is ValueKind.BOOL:
+            return "a bool"
+        return f"{_ARTICLE[self.kind]} in {_number(self.low)}..{_number(self.high)}"
+
+
+@dataclass(frozen=True, slots=True)
+class MachineRules:
+    """Everything the registry checks about one machine's messages."""
+
+    machine: str
+    profile: str
+    agent: str | None  # the agent that serves it; None: none declared
+    signals: Mapping[str, SignalRule]
+
+
+def payload_digest(payload: bytes) -> bytes:
+    """A short, collision-resistant digest of a payload, for remembering what was seen."""
+    return hashlib.blake2b(payload, digest_size=16).digest()
+
+
+class Recent:
+    """A bounded map that forgets the least recently used key first. Not thread-safe: one thread owns it."""
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be at least 1, got {capacity}")
+        self.capacity = capacity
+        self._items: OrderedDict[Hashable, Hashable] = OrderedDict()
+
+    def put(self, key: Hashable, value: Hashable = True) -> Hashable | None:
+        """Remember value for key; return the value remembered before, if any."""
+        previous = self._items.pop(key, None)
+        self._items[key] = value
+        if len(self._items) > self.capacity:
+            self._items.popitem(last=False)
+        return previous
+
+    def __contains__(self, key: Hashable) -> bool:
+        if key not in self._items:
+            return False
+        self._items.move_to_end(key)
+        return True
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class SeqMemory:
+    """Flag a telemetry seq that arrives again with different content (a resent batch with the same bytes is normal).
+
+    Bounded: remembers the last `capacity` (site, agent, machine, seq) keys. Collectors on a shared subscription
+    each see only their share of the messages, so each one flags only the conflicts within its share; and a
+    restart forgets. It is a tripwire for a broken or forged agent, not a guarantee.
+    """
+
+    def __init__(self, capacity: int = DEFAULT_SEQ_MEMORY) -> None:
+        self._seen = Recent(capacity)
+
+    def conflicts(self, batch: TelemetryBatch, payload: bytes) -> bool:
+        """Remember the batch's content; return whether its seq was seen before with other content."""
+        digest = payload_digest(payload)
+        previous = self._seen.put((batch.site, batch.agent, batch.machine, batch.seq), digest)
+        return previous is not None and previous != digest
+
+
+class Registry:
+    """Check every message against the site: machines, which agent serves them, signals, types, ranges and time.
+
+    With no agents declared in the site file the registry is open: any valid agent id may report any machine of
+    the site (development setups); every other check still applies.
+    """
+
+    def __init__(
+        self,
+        site_id: str,
+        machines: Mapping[str, MachineRules],
+        agents: frozenset[str] | None,
+        *,
+        max_ahead_ms: int = DEFAULT_MAX_AHEAD_MS,
+        max_behind_ms: int = DEFAULT_MAX_BEHIND_MS,
+        backfill: bool = False,
+    ) -> None:
+        if max_ahead_ms < 0 or max_behind_ms < 0:
+            raise ValueError(f"skew limits must not be negative, got ahead {max_ahead_ms}, behind {max_behind_ms} ms")
+        self.site_id = site_id
+        self.machines: Mapping[str, MachineRules] = dict(machines)
+        self.agents = agents
+        self.max_ahead_ms = max_ahead_ms
+        self.max_behind_ms = max_behind_ms
+        self.backfill = backfill
+
+    @classmethod
+    def from_site(
+        cls,
+        site: SiteConfig,
+        *,
+        max_ahead_ms: int = DEFAULT_MAX_AHEAD_MS,
+        max_behind_ms: int = DEFAULT_MAX_BEHIND_MS,
+        backfill: bool = False,
+    ) -> Registry:
+        """Build the registry of a site; raise ValueError if two profiles give one signal two store types."""
+        rules_of = {p.model: {r.signal: SignalRule.of(r) for r in p.registers} for p in site.profiles}
+        _check_store_types(site, rules_of)
+        served = {machine: a.id for a in site.agents for machine in a.machines}
+        machines = {m.id: MachineRules(m.id, m.profile, served.get(m.id), rules_of[m.profile]) for m in site.machines}
+        agents = frozenset(a.id for a in site.agents) if site.agents else None
+        return cls(
+            site.site.id,
+            machines,
+            agents,
+            max_ahead_ms=max_ahead_ms,
+            max_behind_ms=max_behind_ms,
+            backfill=backfill,
+        )
+
+    @property
+    def open(self) -> bool:
+        """Whether any agent may report any machine (the site file declares no agents)."""
+        return self.agents is None
+
+    def describe(self) -> str:
+        """One line for the log: site, machines, agents, skew window."""
+        agents = "open: no agents declared" if self.agents is None else f"{len(self.agents)} agents"
+        behind = "any age (backfill)" if self.backfill else f"{self.max_behind_ms / 1000:g} s back"
+        return (
+            f"site {self.site_id!r}: {len(self.machines)} machines, {agents}; timestamps up to "
+            f"{self.max_ahead_ms / 1000:g} s ahead and {behind}"
+        )
+
+    # ---- checks ----------------------------------------------------------------------------------------------
+
+    def check_telemetry(self, topic: Topic, payload: bytes, now_ms: int) -> TelemetryBatch:
+        """Return the batch if every check passes (an int where a float is declared comes back a float).
+
+        Raise PayloadError otherwise. The registry's own kinds are checked on the decoded JSON before the
+        payload model, so a value the profile types differently says wrong-type rather than invalid-payload.
+        """
+        if topic.kind is not TopicKind.TELEMETRY:
+            raise ValueError(f"{topic} is not a telemetry topic")
+        rules = self._machine(topic)
+        data = decode_payload(payload)
+        if isinstance(data, dict):
+            agent = data.get("agent")
+            if isinstance(agent, str) and is_valid_id(agent):
+                self._check_agent(agent, rules)
+            samples = data.get("samples")
+            if isinstance(samples, list):
+                self._check_samples(samples, rules)
+        batch = validate_telemetry(topic, data)
+        for index, sample in enumerate(batch.samples):
+            self._check_ts(sample.ts, now_ms, f"sample {index}")
+        return batch
+
+    def check_machine_status(self, topic: Topic, payload: bytes, now_ms: int) -> StatusMessage:
+        """Return the status of a machine if its agent serves the machine and its ts is in the window."""
+        if topic.kind is not TopicKind.MACHINE_STATUS:
+            raise ValueError(f"{topic} is not a machine status topic")
+        rules = self._machine(topic)
+        status = validate_status(decode_payload(payload))
+        self._check_agent(status.agent, rules)
+        self._check_ts(status.ts, now_ms, "status")
+        return status
+
+    def check_agent_status(self, topic: Topic, payload: bytes, received_ms: int) -> StatusMessage:
+        """Return an agent's status stamped with received_ms, when the collector got it.
+
+        A last will carries the agent's connect time, so its own ts says nothing about when the agent was lost.
+        """
+        if topic.kind is not TopicKind.AGENT_STATUS:
+            raise ValueError(f"{topic} is not an agent status topic")
+        self._check_site(topic)
+        if self.agents is not None and topic.agent not in self.agents:
+            raise PayloadError("unknown-agent", f"agent {topic.agent!r} is not declared under agents: in the site file")
+        status = validate_status(decode_payload(payload))
+        if status.agent != topic.agent:
+            raise PayloadError("topic-mismatch", f"status is of agent {status.agent!r} but arrived on {topic}")
+        return status.model_copy(update={"ts": received_ms})
+
+    # ---- parts -----------------------------------------------------------------------------------------------
+
+    def _check_site(self, topic: Topic) -> None:
+        if topic.site != self.site_id:
+            raise PayloadError("unknown-site", f"site {topic.site!r} in {topic} is not this site ({self.site_id!r})")
+
+    def _machine(self, topic: Topic) -> MachineRules:
+        self._check_site(topic)
+        rules = self.machines.get(topic.machine)
+        if rules is None:
+            raise PayloadError(
+                "unknown-machine", f"machine {topic.machine!r} in {topic} is not in site {self.site_id!r}"
+            )
+        return rules
+
+    def _check_agent(self, agent: str, rules: MachineRules) -> None:
+        if self.agents is None:
+            return
+        if agent not in self.agents:
+            raise PayloadError("unknown-agent", f"agent {agent!r} is not declared under agents: in the site file")
+        if rules.agent != agent:
+            by = f"served by {rules.agent!r}" if rules.agent else "no agent serves it"
+            raise PayloadError("agent-not-serving", f"agent {agent!r} does not serve machine {rules.machine!r} ({by})")
+
+    def _check_ts(self, ts: int, now_ms: int, where: str) -> None:
+        if ts > now_ms + self.max_ahead_ms:
+            raise PayloadError(
+                "too-new",
+                f"{where}: ts {ts} is {(ts - now_ms) / 1000:.0f} s ahead of the collector's clock (at most "
+                f"{self.max_ahead_ms / 1000:g} s allowed); check the agent's clock",
+            )
+        if not self.backfill and ts < now_ms - self.max_behind_ms:
+            raise PayloadError(
+                "too-old",
+                f"{where}: ts {ts} is {(now_ms - ts) / 1000:.0f} s behind the collector's clock (at most "
+                f"{self.max_behind_ms / 1000:g} s allowed); older data is accepted only by a backfill "
+                "(shopfloor collect --backfill)",
+            )
+
+    def _check_samples(self, samples: list[Any], rules: MachineRules) -> None:
+        signals = rules.signals
+        for index, sample in enumerate(samples):
+            values = sample.get("values") if isinstance(sample, dict) else None
+            if not isinstance(values, dict):
+                continue  # the payload model says what is wrong
+            for name, value in values.items():
+                rule = signals.get(name)
+                if rule is None:
+                    self._unknown_signal(index, name, rules)
+                t = type(value)
+                if t not in _TYPE_NAME:
+                    continue  # not a signal value at all (object, array, null): the payload model refuses it
+                kind = rule.kind
+                if kind is ValueKind.FLOAT:
+                    if t is int:
+                        values[name] = value = float(value)  # the store keeps one type per field: float
+                    elif t is not float:
+                        self._wrong_type(index, name, value, rule, rules)
+                    if not rule.low <= value <= rule.high:
+                        self._out_of_range(index, name, value, rule, rules)
+                elif kind is ValueKind.INT:
+                    if t is not int:
+                        self._wrong_type(index, name, value, rule, rules)
+                    if not rule.low <= value <= rule.high:
+                        self._out_of_range(index, name, value, rule, rules)
+                elif kind is ValueKind.STR:
+                    if t is not str:
+                        self._wrong_type(index, name, value, rule, rules)
+                    if (rule.labels is not None and value not in rule.labels) or len(value) > rule.max_length:
+                        self._out_of_range(index, name, value, rule, rules)
+                elif t is not bool:
+                    self._wrong_type(index, name, value, rule, rules)
+
+    @staticmethod
+    def _unknown_signal(index: int, name: str, rules: MachineRules) -> NoReturn:
+        if is_reserved_signal(name):
+            raise PayloadError(
+                "reserved-name", f"sample {index}: signal name {name!r} is reserved (the store's own columns and tags)"
+            )
+        raise PayloadError(
+            "undeclared-signal",
+            f"sample {index}: signal {name[:70]!r} is not declared by profile {rules.profile} of machine "
+            f"{rules.machine!r}",
+        )
+
+    @staticmethod
+    def _wrong_type(index: int, name: str, value: Any, rule: SignalRule, rules: MachineRules) -> NoReturn:
+        raise PayloadError(
+            "wrong-type",
+            f"sample {index}: signal {name!r}: {_show(value)} is {_ARTICLE[ValueKind(_TYPE_NAME[type(value)])]}, "
+            f"profile {rules.profile} declares {_ARTICLE[rule.kind]}",
+        )
+
+    @staticmethod
+    def _out_of_range(index: int, name: str, value: Any, rule: SignalRule, rules: MachineRules) -> NoReturn:
+        what = "is not a finite number" if isinstance(value, float) and not math.isfinite(value) else "is out of range"
+        raise PayloadError(
+            "out-of-range",
+            f"sample {index}: signal {name!r}: {_show(value)} {what}; profile {rules.profile} allows {rule.describe()}",
+        )
+
+
+def _number(x: float) -> str:
+    return str(int(x)) if x.is_integer() else f"{x:.15g}"
+
+
+def _slack(bound: float) -> float:
+    return _ROUNDING + abs(bound) * 1e-12
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _check_store_types(site: SiteConfig, rules_of: Mapping[str, Mapping[str, SignalRule]]) -> None:
+    """Refuse a site where two machines' profiles give one signal two types: the store would refuse one of them."""
+    seen: dict[str, tuple[ValueKind, str]] = {}
+    for model in sorted({m.profile for m in site.machines}):
+        for name, rule in rules_of[model].items():
+            kind = ValueKind.FLOAT if CANONICAL_SIGNALS.get(name) is SignalKind.FLOAT else rule.kind
+            first = seen.setdefault(name, (kind, model))
+            if first[0] is not kind:
+                raise ValueError(
+                    f"signal {name!r} is {_ARTICLE[first[0]]} in profile {first[1]} but {_ARTICLE[kind]} in profile "
+                    f"{model}: the store keeps one type per field, so one machine's data would be refused; rename "
+                    "the signal in one of the profiles"
+                )
