@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from shopfloor.config import SiteConfig, load_site
+from shopfloor.config import AgentSpec, SiteConfig, load_site
 from shopfloor.services import free_ports
 
 SITE_FILE = Path(__file__).resolve().parents[1] / "examples" / "site.yaml"
 MODELS = ["cnc-mill-v1", "fiber-laser-v1", "injection-press-v1", "press-brake-v1"]
 BADGES = [1001, 1002, 2001, 3001, 3002]
+BENCH_AGENT = "bench"
 
 
 def make_site(n: int, poll_interval_s: float) -> SiteConfig:
@@ -32,7 +33,9 @@ def make_site(n: int, poll_interval_s: float) -> SiteConfig:
         )
         for i, port in enumerate(free_ports(n))
     ]
-    return base.model_copy(update={"machines": machines})
+    # The benches' agent is "bench"; it serves every machine (the collector checks the site registry).
+    agents = [AgentSpec(id=BENCH_AGENT, machines=[m.id for m in machines])]
+    return base.model_copy(update={"machines": machines, "agents": agents})
 
 
 def scenario_spec(site: SiteConfig) -> dict[str, Any]:

@@ -35,10 +35,11 @@ from typing import Any
 
 from _busy_site import make_site, scenario_spec
 
+from collector.registry import Registry
 from collector.service import Collector
 from edge_agent.agent import AgentOptions, EdgeAgent
 from shopfloor.config import SiteConfig
-from shopfloor.influx import InfluxStore
+from shopfloor.influx import InfluxStore, RejectedLine
 from shopfloor.mqtt import MqttSettings
 from shopfloor.services import InfluxDB, Mosquitto, temp_workdir
 from simulators.runtime import Simulator
@@ -159,11 +160,11 @@ class CountingStore(InfluxStore):
         self.recording = False
         self.recorded: list[str] = []
 
-    def write_lines(self, lines: Sequence[str]) -> None:
+    def write_lines(self, lines: Sequence[str]) -> list[RejectedLine]:
         """Write lines and count the request."""
         t0 = time.perf_counter()
         try:
-            super().write_lines(lines)
+            return super().write_lines(lines)
         finally:
             elapsed = time.perf_counter() - t0
             with self.lock:
@@ -326,7 +327,9 @@ def main(argv: list[str] | None = None) -> int:
             raise TimeoutError("the simulator did not start within 120 s")
 
         mqtt = MqttSettings.from_url(mosquitto.url)
-        collector = Collector(mqtt, store, client_id="bench-collector", batch_points=args.batch_points)
+        collector = Collector(
+            mqtt, store, client_id="bench-collector", batch_points=args.batch_points, registry=Registry.from_site(site)
+        )
         collector.start()
         if not collector.wait_connected(10):
             raise TimeoutError("the collector did not connect to Mosquitto within 10 s")

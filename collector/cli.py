@@ -8,11 +8,16 @@ import signal
 import threading
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collector.registry import Registry
+    from collector.service import Collector
 
 log = logging.getLogger(__name__)
 
 STORE_RETRY_MAX_S = 10.0
+_UNITS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 
 
 def _wait_for_database(store: Any, stop: threading.Event) -> bool:
@@ -42,35 +47,93 @@ def _wait_for_database(store: Any, stop: threading.Event) -> bool:
     return False
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run the collector until SIGINT/SIGTERM; return the exit code."""
-    from collector.service import Collector
-    from shopfloor.influx import InfluxStore, StoreRejected
-    from shopfloor.mqtt import MqttSettings
+def _load_registry(args: argparse.Namespace) -> Registry:
+    """Load the site file and build its registry; raise ConfigError naming the file."""
+    from collector.registry import Registry
+    from shopfloor.config import ConfigError, load_site
+
+    site = load_site(args.site)
+    try:
+        return Registry.from_site(
+            site, max_ahead_ms=args.max_ahead, max_behind_ms=args.max_behind, backfill=args.backfill
+        )
+    except ValueError as exc:
+        raise ConfigError(f"{args.site}: {exc}") from exc
+
+
+def _reload(collector: Collector, args: argparse.Namespace) -> None:
+    """Swap in the registry of the site file as it is now; keep the old one if the file is bad."""
+    from shopfloor.config import ConfigError
 
     try:
-        mqtt = MqttSettings.from_url(args.mqtt)
+        registry = _load_registry(args)
+    except ConfigError as exc:
+        log.error("site registry not reloaded, keeping the previous one: %s", exc)
+        return
+    collector.set_registry(registry)
+    if registry.agents is None:
+        log.warning(
+            "site registry reloaded: %d machines; site has no agents: section, any agent may report any machine",
+            len(registry.machines),
+        )
+    else:
+        log.info("site registry reloaded: %d machines, %d agents", len(registry.machines), len(registry.agents))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the collector until SIGINT/SIGTERM (SIGHUP reloads the site file); return the exit code."""
+    from collector.metrics import start_metrics_server
+    from collector.service import Collector
+    from shopfloor.cli import mqtt_settings, read_secret
+    from shopfloor.influx import InfluxStore, StoreRejected
+
+    try:
+        mqtt = mqtt_settings(args, session_expiry_s=args.session_expiry)
     except ValueError as exc:
-        log.error("%s; fix --mqtt", exc)
+        log.error("%s; fix --mqtt or the broker login options", exc)
         return 2
+    try:
+        password = args.influx_password
+        if args.influx_password_file is not None:
+            password = read_secret(args.influx_password_file, "--influx-password-file")
+        token = read_secret(args.influx_token_file, "--influx-token-file") if args.influx_token_file else None
+        store = InfluxStore(
+            args.influx_url,
+            args.influx_db,
+            username=args.influx_user,
+            password=password,
+            token=token,
+            retention_policy=args.influx_rp,
+        )
+    except ValueError as exc:
+        log.error("%s; fix the --influx-* options", exc)
+        return 2
+    registry = _load_registry(args)
+    log.info("site registry: %s", registry.describe())
+    if args.backfill:
+        log.warning("--backfill: samples of any age are accepted (the future is still refused); restart without it")
     stop = threading.Event()
+    reload = threading.Event()
 
     def _on_signal(signum: int, _frame: FrameType | None) -> None:
         log.info("received %s; flushing and stopping", signal.Signals(signum).name)
         stop.set()
 
+    def _on_hangup(_signum: int, _frame: FrameType | None) -> None:
+        reload.set()  # the main loop reloads: no file I/O or logging inside a signal handler
+
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _on_signal)
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, _on_hangup)
 
     dead_letter = Path(args.dead_letter) if args.dead_letter else None
-    with InfluxStore(
-        args.influx_url, args.influx_db, username=args.influx_user, password=args.influx_password
-    ) as store:
+    with store:
         try:
             if not _wait_for_database(store, stop):
                 return 0
         except StoreRejected as exc:
-            log.error("%s; check --influx-db and the store's permissions", exc)
+            log.error("%s; check --influx-db, --influx-rp and the store's permissions", exc)
             return 1
         collector = Collector(
             mqtt,
@@ -81,15 +144,49 @@ def run(args: argparse.Namespace) -> int:
             dead_letter=dead_letter,
             topic_prefix=args.topic_prefix,
             summary_interval_s=args.summary_interval,
+            registry=registry,
+            max_queue_points=args.max_queue_points,
         )
         if dead_letter is None:
             log.warning("no --dead-letter file: refused messages are only counted and logged")
+        server = None
+        if args.metrics_port is not None:
+            try:
+                server = start_metrics_server(
+                    collector, args.metrics_host, args.metrics_port, unhealthy_after_s=args.unhealthy_after
+                )
+            except OSError as exc:
+                log.error(
+                    "cannot serve metrics on %s:%d (%s); choose another --metrics-port",
+                    args.metrics_host,
+                    args.metrics_port,
+                    exc,
+                )
+                return 2
+        _tune_gc()
         collector.start()
         try:
-            stop.wait()
+            while True:
+                stop.wait(0.2)
+                if reload.is_set():
+                    reload.clear()
+                    _reload(collector, args)
+                if stop.is_set():
+                    break
         finally:
             collector.stop()
+            if server is not None:
+                server.close()
     return 0
+
+
+def _tune_gc() -> None:
+    """Keep the garbage collector off the message path: every message makes short-lived dicts by the dozen."""
+    import gc
+
+    gc.collect()
+    gc.freeze()  # modules, the registry and the settings are never garbage: stop re-scanning them
+    gc.set_threshold(10_000, 20, 100)
 
 
 def _positive_int(text: str) -> int:
@@ -106,9 +203,25 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _duration_ms(text: str) -> int:
+    """Parse a duration such as 300, 300s, 5m, 12h or 7d (a bare number is seconds) into milliseconds."""
+    number, unit = text.strip(), "s"
+    for suffix in sorted(_UNITS, key=len, reverse=True):
+        if number.endswith(suffix):
+            number, unit = number[: -len(suffix)], suffix
+            break
+    try:
+        value = float(number)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration (e.g. 300, 90s, 5m, 12h, 7d)") from None
+    if not 0 <= value < 1e6 * 86_400:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 0 (and below a million days)")
+    return round(value * _UNITS[unit])
+
+
 def add_parser(sub: Any) -> None:
     """Register `shopfloor collect`."""
-    from shopfloor.cli import add_influx, add_mqtt
+    from shopfloor.cli import add_common, add_influx, add_mqtt, add_mqtt_login
 
     p = sub.add_parser(
         "collect",
@@ -118,11 +231,30 @@ def add_parser(sub: Any) -> None:
         "then publish commits so agents can drop what is stored. Invalid messages are counted, logged once per "
         "kind and dead-lettered. Runs until SIGINT/SIGTERM; logs a summary line every --summary-interval s.",
     )
-    p.add_argument(
-        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="default: %(default)s"
-    )
+    add_common(p)  # --site: the registry every message is checked against (SIGHUP reloads it); --log-level
     add_mqtt(p)
+    add_mqtt_login(p)
+    g = p.add_argument_group("broker session")
+    g.add_argument(
+        "--session-expiry",
+        type=_positive_int,
+        default=86_400,
+        metavar="S",
+        help="MQTT v5 session expiry: how long the broker keeps this client id's session, subscription and unacked "
+        "messages while the collector is away (default: %(default)s)",
+    )
     add_influx(p)
+    g = p.add_argument_group("InfluxDB writes and auth")
+    g.add_argument(
+        "--influx-rp", default=None, metavar="NAME", help="retention policy to write to (default: the database's)"
+    )
+    g.add_argument("--influx-password-file", type=Path, default=None, help="file holding --influx-user's password")
+    g.add_argument(
+        "--influx-token-file",
+        type=Path,
+        default=None,
+        help="file holding an API token (InfluxDB 2.x/3.x, sent as 'Authorization: Token ...'); not with --influx-user",
+    )
     p.add_argument(
         "--client-id",
         default="shopfloor-collector",
@@ -143,7 +275,10 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--topic-prefix",
         default="",
-        help="prefix for the subscription filters, e.g. '$share/collectors/' for a shared subscription",
+        help="prefix for the subscription filters. '$share/<group>/' (e.g. '$share/collectors/') makes a shared "
+        "subscription: run N replicas with the same prefix and each its own --client-id, and the broker splits the "
+        "stream between them (each message goes to one replica; what one leaves unacked is redelivered to its "
+        "session)",
     )
     p.add_argument(
         "--summary-interval",
@@ -151,5 +286,48 @@ def add_parser(sub: Any) -> None:
         default=60.0,
         metavar="S",
         help="log a summary every S seconds (default: %(default)s)",
+    )
+    p.add_argument(
+        "--max-ahead",
+        type=_duration_ms,
+        default="5m",
+        metavar="DURATION",
+        help="refuse timestamps further ahead of this collector's clock (e.g. 90s, 5m; default: %(default)s)",
+    )
+    p.add_argument(
+        "--max-behind",
+        type=_duration_ms,
+        default="7d",
+        metavar="DURATION",
+        help="refuse timestamps older than this (e.g. 12h, 7d; default: %(default)s) unless --backfill",
+    )
+    p.add_argument(
+        "--backfill",
+        action="store_true",
+        help="accept samples of any age, for a backfill the operator runs (timestamps ahead are still refused)",
+    )
+    p.add_argument(
+        "--max-queue-points",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="points held in memory before the collector pauses (stops taking messages until drained; default: "
+        "4 x --batch-points)",
+    )
+    g = p.add_argument_group("metrics and health")
+    g.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        metavar="PORT",
+        help="serve Prometheus /metrics and /healthz on this port (default: off; 0: any free port)",
+    )
+    g.add_argument("--metrics-host", default="127.0.0.1", help="address to serve metrics on (default: %(default)s)")
+    g.add_argument(
+        "--unhealthy-after",
+        type=_positive_float,
+        default=60.0,
+        metavar="S",
+        help="/healthz answers 503 once the store or the broker has been unreachable this long (default: %(default)s)",
     )
     p.set_defaults(func=run)

@@ -1,37 +1,56 @@
 """The collector: validate MQTT messages, write them to the store in batches, ack only what the store accepted.
 
 Two threads share one bounded queue. The MQTT client's thread validates each message (pure work), refuses the
-invalid ones at once (count, log once per kind, dead-letter, ack) and enqueues the valid ones, blocking while the
-queue is full so the broker keeps the rest unacked. The writer thread takes batches, writes them, retries with
-backoff while the store is down, splits a refused batch to find its poison messages, then acks every message of
-the batch and publishes commits for the agents. Nothing is kept per message beyond the queue, so any number of
-collectors can share one subscription.
+invalid ones at once (count, log once per kind, dead-letter, ack) and enqueues the valid ones as line protocol.
+It never blocks: when the queue is full the collector *pauses*: it stops taking messages (those arriving are
+neither queued nor acked, so the broker keeps them for this session), lets the writer drain and ack what it holds,
+then *resumes* with a clean reconnect on the same persistent session, after which the broker redelivers every
+unacked message. The MQTT connection stays up through a store outage of any length (keepalives keep flowing);
+the broker holds the backlog. The writer thread takes batches, writes them (the store narrows a refusal down to
+its bad lines), retries with jittered backoff (honouring Retry-After) while the store is down, then acks every
+message of the batch and publishes commits for the agents. A third thread logs the periodic summary and tracks
+the broker connection for the health check. Nothing is kept per message beyond the queue, so any number of
+collectors can share one subscription (`$share/<group>/` topic prefix, one client id each).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import random
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from collector.convert import Written, batch_to_points, commit_messages, status_to_point
+from collector.convert import Written, agent_status_to_point, batch_to_lines, commit_messages, status_to_point
 from collector.deadletter import DEFAULT_MAX_BYTES, DeadLetter, DeadLetterFile
+from collector.metrics import WRITE_BUCKETS, CollectorSnapshot, SeqTracker
+from collector.registry import Recent, Registry, SeqMemory, payload_digest
 from shopfloor.contracts import PayloadError, Topic, TopicKind, parse_status, parse_telemetry, subscription_filters
-from shopfloor.influx import InfluxStore, Point, StoreRejected, StoreUnavailable
+from shopfloor.influx import InfluxStore, RejectedLine, StoreRejected, StoreUnavailable, to_line
+from shopfloor.metrics import LatencyHistogram
 from shopfloor.mqtt import InboundMessage, MqttLink, MqttSettings, PublishHandle
 
 log = logging.getLogger(__name__)
 
 FIRST_BACKOFF_S = 0.5
 MAX_BACKOFF_S = 10.0
+BACKOFF_JITTER = 0.2  # each wait is the doubling delay +-20 %, so replicas do not retry in step
+RETRY_AFTER_CAP_S = 60.0  # the most a store's Retry-After may make us wait at once
+# Pauses closer together than this are logged at DEBUG (counted all the same): a store slower than the stream
+# makes them routine.
+PAUSE_LOG_QUIET_S = 60.0
+MONITOR_TICK_S = 1.0
 STORE_REJECTED = "store-rejected"
 # How long stop() waits for the broker to confirm the last commits before disconnecting.
 COMMIT_WAIT_S = 2.0
+SEQ_CONFLICT = "seq-conflict"
+# Refused retained messages remembered, so the broker's resending them on every reconnect is not refused again.
+REFUSED_RETAINED_MEMORY = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,14 +62,14 @@ class _Pending:
     mid: int
     qos: int
     generation: int
-    points: tuple[Point, ...]
+    lines: tuple[str, ...]  # line protocol, one per point
     written: Written | None
     received_at: float
 
     @property
     def weight(self) -> int:
         # A batch without points still takes a queue slot, or an empty flood could bypass the bound.
-        return max(1, len(self.points))
+        return max(1, len(self.lines))
 
 
 class _Abandoned(Exception):
@@ -73,6 +92,8 @@ class Collector:
         max_queue_points: int | None = None,
         dead_letter_max_bytes: int = DEFAULT_MAX_BYTES,
         summary_interval_s: float = 60.0,
+        registry: Registry | None = None,
+        rng: Callable[[], float] = random.random,
     ) -> None:
         if batch_points < 1:
             raise ValueError(f"collector: batch_points must be at least 1, got {batch_points}")
@@ -89,6 +110,14 @@ class Collector:
         self.max_queue_points = max_queue_points or 4 * batch_points
         self.summary_interval_s = summary_interval_s
         self._dead_letter = DeadLetterFile(dead_letter, dead_letter_max_bytes) if dead_letter else None
+        # Swapped whole by set_registry (SIGHUP); each message reads it once. Both memories below belong to the
+        # MQTT thread, the only one that validates.
+        self._registry = registry
+        self._seqs = SeqMemory()
+        self._refused_retained = Recent(REFUSED_RETAINED_MEMORY)
+        self._seq_tracker = SeqTracker()  # MQTT thread only; read under the stats lock
+        self._rng = rng
+        self.write_duration = LatencyHistogram(WRITE_BUCKETS)
 
         self._link: MqttLink | None = None
         self._writer: threading.Thread | None = None
@@ -102,10 +131,20 @@ class Collector:
         self._stopping = False
         self._deadline = math.inf
         self._gave_up = False
+        # Backpressure: while paused, arriving messages are neither queued nor acked (the broker keeps them).
+        self._paused = False
+        self._paused_since = 0.0
+        self._last_resume = -math.inf
+        self._monitor: threading.Thread | None = None
+        self._monitor_stop = threading.Event()
+        self._broker_down_since: float | None = None
+        self._resuming = False
+        self._writing_messages = 0
 
         self._stats_lock = threading.Lock()
         self._counts: Counter[str] = Counter()
         self._invalid: Counter[str] = Counter()
+        self._flagged: Counter[str] = Counter()
         self._logged_kinds: set[str] = set()
         self._store_down_since: float | None = None
         self._store_failures_in_row = 0
@@ -117,6 +156,40 @@ class Collector:
         """Connect to the broker, subscribe (QoS1, persistent session) and start the writer."""
         if self._link is not None:
             raise RuntimeError(f"collector {self.client_id!r} was already started; make a new Collector")
+        link = self._new_link()
+        self._link = link
+        self._writer = threading.Thread(target=self._run_writer, name=f"collector-writer-{self.client_id}", daemon=True)
+        self._writer.start()
+        self._monitor = threading.Thread(
+            target=self._run_monitor, name=f"collector-monitor-{self.client_id}", daemon=True
+        )
+        self._monitor.start()
+        link.start()
+        registry = self._registry
+        if registry is None:
+            log.warning(
+                "collector %r: no site registry: messages are checked against the wire contract only (any agent, "
+                "machine and signal is written, agent statuses are not); give the collector its site",
+                self.client_id,
+            )
+        elif registry.open:
+            log.warning(
+                "collector %r: site has no agents: section, any agent may report any machine; declare agents to "
+                "enforce",
+                self.client_id,
+            )
+        log.info(
+            "collector %r: subscribing to %s on %s, writing to %s database %r",
+            self.client_id,
+            ", ".join(self.filters),
+            self.mqtt,
+            self.store.url,
+            self.store.database,
+        )
+
+    def _new_link(self) -> MqttLink:
+        # A persistent session (session expiry from the MQTT settings) with manual acks: what is not acked is
+        # redelivered to the next connection with this client id, whoever makes it.
         link = MqttLink(
             self.mqtt,
             self.client_id,
@@ -126,18 +199,16 @@ class Collector:
             on_connect=self._on_connect,
         )
         link.subscribe(self.filters, qos=1)
-        self._link = link
-        self._writer = threading.Thread(target=self._run_writer, name=f"collector-writer-{self.client_id}", daemon=True)
-        self._writer.start()
-        link.start()
-        log.info(
-            "collector %r: subscribing to %s on %s, writing to %s database %r",
-            self.client_id,
-            ", ".join(self.filters),
-            self.mqtt,
-            self.store.url,
-            self.store.database,
-        )
+        return link
+
+    @property
+    def registry(self) -> Registry | None:
+        """The site registry messages are checked against."""
+        return self._registry
+
+    def set_registry(self, registry: Registry) -> None:
+        """Check every message from now on against registry (a reloaded site file); one swap, nothing mixed."""
+        self._registry = registry
 
     def wait_connected(self, timeout_s: float) -> bool:
         """Block until connected to the broker; return whether it happened in time."""
@@ -160,12 +231,19 @@ class Collector:
                 "collector %r: writer did not finish; disconnecting anyway, unacked messages are redelivered",
                 self.client_id,
             )
+        self._wait_for_commits()
+        self._monitor_stop.set()
+        if self._monitor is not None:
+            self._monitor.join(5.0)
+        link = self._link or link  # a resume may have replaced it
+        link.stop()
+        log.info("collector %r stopped: %s", self.client_id, self.summary())
+
+    def _wait_for_commits(self) -> None:
         deadline = time.monotonic() + COMMIT_WAIT_S
         for handle in list(self._commit_handles):
             if not handle.wait(max(0.0, deadline - time.monotonic())):
                 break
-        link.stop()
-        log.info("collector %r stopped: %s", self.client_id, self.summary())
 
     # ---- reporting -------------------------------------------------------------------------------------------
 
@@ -173,7 +251,7 @@ class Collector:
     def stats(self) -> dict[str, Any]:
         """Counters since start: received, written, acked, invalid per kind, store failures, queue depth."""
         with self._cond:
-            queued_messages, queued_points = len(self._queue), self._queued_points
+            queued_messages, queued_points, paused = len(self._queue), self._queued_points, self._paused
         with self._stats_lock:
             c = self._counts
             return {
@@ -182,6 +260,8 @@ class Collector:
                 "written_messages": c["written_messages"],
                 "acked": c["acked"],
                 "invalid": dict(self._invalid),
+                "flagged": dict(self._flagged),
+                "retained_repeats": c["retained_repeats"],
                 "ignored": c["ignored"],
                 "store_rejected": c["store_rejected"],
                 "store_failures": c["store_failures"],
@@ -193,6 +273,12 @@ class Collector:
                 "connects": c["connects"],
                 "queued_messages": queued_messages,
                 "queued_points": queued_points,
+                "batches_written": c["batches_written"],
+                "write_retries": c["write_retries"],
+                "pauses": c["pauses"],
+                "resumes": c["resumes"],
+                "deferred": c["deferred"],
+                "paused": paused,
             }
 
     def summary(self) -> str:
@@ -203,7 +289,50 @@ class Collector:
         return (
             f"received {s['received']}, wrote {s['written_messages']} messages ({s['written_points']} points), "
             f"invalid {invalid}{f' ({kinds})' if kinds else ''}, store rejected {s['store_rejected']}, "
-            f"store failures {s['store_failures']}, queued {s['queued_messages']}"
+            f"store failures {s['store_failures']}, queued {s['queued_messages']}, pauses {s['pauses']}"
+            f"{' (paused now)' if s['paused'] else ''}"
+        )
+
+    def metrics_snapshot(self) -> CollectorSnapshot:
+        """The figures the metrics endpoint and the health check read (thread-safe copies)."""
+        now = time.monotonic()
+        with self._cond:
+            held_messages = len(self._queue) + self._writing_messages
+            held_points, paused = self._held_points, self._paused
+        link = self._link
+        with self._stats_lock:
+            c = self._counts
+            counters = {
+                "messages_received": c["received"],
+                "messages_written": c["written_messages"],
+                "samples_written": c["written_points"],
+                "batches_written": c["batches_written"],
+                "write_retries": c["write_retries"],
+                "store_failures": c["store_failures"],
+                "acked": c["acked"],
+                "commits_published": c["commits_published"],
+                "pauses": c["pauses"],
+                "deferred": c["deferred"],
+            }
+            dead = Counter(self._invalid)
+            dead[STORE_REJECTED] += c["store_rejected"]
+            gaps, duplicates = self._seq_tracker.gaps(), self._seq_tracker.duplicates()
+            store_since, broker_since = self._store_down_since, self._broker_down_since
+        connected = link is not None and link.connected
+        return CollectorSnapshot(
+            counters=counters,
+            gauges={
+                "queue_messages": held_messages,
+                "queue_points": held_points,
+                "paused": 1 if paused else 0,
+                "mqtt_connected": 1 if connected else 0,
+                "store_down_seconds": 0.0 if store_since is None else now - store_since,
+            },
+            dead_letters=dict(dead),
+            seq_gaps=gaps,
+            duplicates=duplicates,
+            store_down_s=None if store_since is None else now - store_since,
+            broker_down_s=None if broker_since is None or connected else now - broker_since,
         )
 
     def _count(self, key: str, n: int = 1) -> None:
@@ -241,11 +370,22 @@ class Collector:
         with self._cond:
             if self._stopping:
                 return  # not acked: the broker redelivers it to the next collector with this client id
+            if self._paused:
+                self._defer()
+                return
             generation = self._generation
         self._count("received")
+        retained_key = (msg.topic, payload_digest(msg.payload)) if msg.retain else None
+        if retained_key is not None and retained_key in self._refused_retained:
+            # The broker resends retained messages on every (re)subscribe: refused once is enough.
+            self._count("retained_repeats")
+            self._ack_now(msg)
+            return
         try:
             pending = self._validate(msg, generation)
         except PayloadError as exc:
+            if retained_key is not None:
+                self._refused_retained.put(retained_key)
             self._refuse(msg, exc.kind, exc.detail)
             return
         if pending is None:
@@ -259,18 +399,39 @@ class Collector:
             topic = Topic.parse(msg.topic)
         except ValueError as exc:
             raise PayloadError("unknown-topic", str(exc)) from exc
+        registry = self._registry  # read once: a reload mid-message cannot mix two registries
+        now_ms = int(time.time() * 1000)
         written: Written | None = None
         if topic.kind is TopicKind.TELEMETRY:
-            batch = parse_telemetry(topic, msg.payload)
-            points = batch_to_points(batch)
+            if registry is None:
+                batch = parse_telemetry(topic, msg.payload)
+            else:
+                batch = registry.check_telemetry(topic, msg.payload, now_ms)
+            if self._seqs.conflicts(batch, msg.payload):
+                self._flag(
+                    msg,
+                    SEQ_CONFLICT,
+                    f"agent {batch.agent!r} sent seq {batch.seq} of machine {batch.machine!r} again with different "
+                    "content; written (every sample passed the checks), but the agent's seq or outbox is broken",
+                )
+            lines = _render(lambda: batch_to_lines(batch))
             written = Written(batch.site, batch.agent, batch.machine, batch.seq)
         elif topic.kind is TopicKind.MACHINE_STATUS:
             if not msg.payload:
                 return None  # someone cleared the retained status: nothing happened on the machine
-            points = [status_to_point(topic, parse_status(topic, msg.payload))]
+            if registry is None:
+                status = parse_status(topic, msg.payload)
+            else:
+                status = registry.check_machine_status(topic, msg.payload, now_ms)
+            lines = _render(lambda: [to_line(status_to_point(topic, status))])
+        elif topic.kind is TopicKind.AGENT_STATUS and registry is not None:
+            if not msg.payload:
+                return None  # a cleared retained status
+            agent_status = registry.check_agent_status(topic, msg.payload, now_ms)
+            lines = _render(lambda: [to_line(agent_status_to_point(topic, agent_status, now_ms))])
         else:
-            return None  # agent statuses and commits have no machine tag: not stored (filters rarely match them)
-        return _Pending(msg.topic, msg.payload, msg.mid, msg.qos, generation, tuple(points), written, time.monotonic())
+            return None  # commits are not stored (filters rarely match them)
+        return _Pending(msg.topic, msg.payload, msg.mid, msg.qos, generation, tuple(lines), written, time.monotonic())
 
     def _refuse(self, msg: InboundMessage, kind: str, detail: str) -> None:
         with self._stats_lock:
@@ -288,6 +449,23 @@ class Collector:
                 kind,
             )
         self._ack_now(msg)
+
+    def _flag(self, msg: InboundMessage, kind: str, detail: str) -> None:
+        """Count, dead-letter a copy of and log once a message that is written all the same."""
+        with self._stats_lock:
+            self._flagged[kind] += 1
+        where = self._dead_letter_to(msg.topic, msg.payload, kind, detail)
+        if self._first_time(kind):
+            log.warning(
+                "collector %r: flagged a message on %s (%s: %s); written all the same, copy %s. Further %r messages "
+                "are only counted (see stats)",
+                self.client_id,
+                msg.topic,
+                kind,
+                detail,
+                where,
+                kind,
+            )
 
     def _dead_letter_to(self, topic: str, payload: bytes, kind: str, detail: str) -> str:
         if self._dead_letter is None:
@@ -315,24 +493,50 @@ class Collector:
 
     def _enqueue(self, pending: _Pending) -> None:
         with self._cond:
-            # Backpressure: while full, block the MQTT thread; the broker keeps the rest unacked meanwhile.
-            while (
-                not self._stopping
-                and self._held_points > 0
-                and self._held_points + pending.weight > self.max_queue_points
-            ):
-                self._cond.wait(1.0)
             if self._stopping:
                 return  # not acked: redelivered later
+            # Backpressure without blocking paho's thread (a blocked thread sends no keepalive and the broker drops
+            # us): a message that does not fit pauses the collector and is left unacked, as is every message until
+            # the resume.
+            if self._paused or (self._held_points > 0 and self._held_points + pending.weight > self.max_queue_points):
+                self._pause()
+                self._defer()
+                return
             self._queue.append(pending)
             self._queued_points += pending.weight
             self._held_points += pending.weight
             self._cond.notify_all()
+        if pending.written is not None:
+            w = pending.written
+            with self._stats_lock:
+                self._seq_tracker.observe(w.site, w.agent, w.machine, w.seq)
+
+    def _pause(self) -> None:
+        """Stop taking messages (caller holds _cond); the writer resumes once everything held is written."""
+        if self._paused:
+            return
+        self._paused = True
+        now = time.monotonic()
+        self._paused_since = now
+        self._count("pauses")
+        level = logging.DEBUG if now - self._last_resume < PAUSE_LOG_QUIET_S else logging.WARNING
+        log.log(
+            level,
+            "collector %r: queue full (%d points held, limit %d); paused: messages arriving now stay unacked at the "
+            "broker, which redelivers them once the queue has drained and the collector reconnects",
+            self.client_id,
+            self._held_points,
+            self.max_queue_points,
+        )
+
+    def _defer(self) -> None:
+        # Received while paused: forgotten, never acked. The broker keeps it in this session's in-flight window and
+        # sends it again after the resume's reconnect.
+        self._count("deferred")
 
     # ---- writer thread ---------------------------------------------------------------------------------------
 
     def _run_writer(self) -> None:
-        next_summary = time.monotonic() + self.summary_interval_s
         while True:
             batch = self._take()
             if batch is None:
@@ -345,9 +549,39 @@ class Collector:
                     log.exception("collector %r: writing a batch failed unexpectedly; left unacked", self.client_id)
                 finally:
                     self._release(batch)
-            if self.summary_interval_s > 0 and time.monotonic() >= next_summary:
-                next_summary = time.monotonic() + self.summary_interval_s
-                log.info("collector %r: %s", self.client_id, self.summary())
+            self._maybe_resume()
+
+    def _maybe_resume(self) -> None:
+        """Once paused and everything held is written and acked, reconnect so the broker redelivers the rest."""
+        with self._cond:
+            if not self._paused or self._held_points > 0 or self._stopping:
+                return
+            paused_for = time.monotonic() - self._paused_since
+            quiet = self._paused_since - self._last_resume < PAUSE_LOG_QUIET_S
+        old = self._link
+        self._wait_for_commits()  # commits of the written batches go out on the old connection
+        self._resuming = True
+        try:
+            if old is not None:
+                old.stop()  # a clean DISCONNECT after the acks already queued: the session keeps the rest
+            link = self._new_link()
+            with self._cond:
+                if self._stopping:
+                    return
+                self._paused = False
+                self._last_resume = time.monotonic()
+                self._link = link
+            link.start()
+        finally:
+            self._resuming = False
+        self._count("resumes")
+        log.log(
+            logging.DEBUG if quiet else logging.INFO,
+            "collector %r: queue drained after a %.1f s pause; resumed with a reconnect (the broker redelivers what "
+            "arrived meanwhile)",
+            self.client_id,
+            paused_for,
+        )
 
     def _take(self) -> list[_Pending] | None:
         """Wait for a batch worth writing; [] on a timeout tick, None when stopping with nothing left."""
@@ -362,11 +596,19 @@ class Collector:
                     self._cond.notify_all()
                 if self._queue:
                     age = time.monotonic() - self._queue[0].received_at
-                    if self._stopping or self._queued_points >= self.batch_points or age >= self.flush_interval_s:
+                    # While paused nothing more arrives: flush at once rather than wait for the age.
+                    if (
+                        self._stopping
+                        or self._paused
+                        or self._queued_points >= self.batch_points
+                        or age >= self.flush_interval_s
+                    ):
                         return self._pop_batch()
                     timeout = self.flush_interval_s - age
                 elif self._stopping:
                     return None
+                elif self._paused and self._held_points == 0:
+                    return []  # let the writer resume
                 else:
                     timeout = 1.0
                 if not self._cond.wait(timeout) and not self._queue:
@@ -380,25 +622,20 @@ class Collector:
             batch.append(item)
             points += item.weight
         self._queued_points -= points
+        self._writing_messages = len(batch)
         return batch
 
     def _release(self, batch: list[_Pending]) -> None:
         with self._cond:
             self._held_points -= sum(p.weight for p in batch)
+            self._writing_messages = 0
             self._cond.notify_all()
 
     def _flush(self, batch: list[_Pending]) -> None:
+        lines = [line for item in batch for line in item.lines]
+        started = time.monotonic()
         try:
-            reason = self._write([p for item in batch for p in item.points])
-            refused: list[tuple[_Pending, str]] = []
-            if reason is not None and len(batch) == 1:
-                refused = [(batch[0], reason)]
-            elif reason is not None:
-                # Find the poison messages: one write each. Bounded: every message is tried once.
-                for item in batch:
-                    item_reason = self._write(list(item.points))
-                    if item_reason is not None:
-                        refused.append((item, item_reason))
+            rejected = self._write(lines)
         except _Abandoned:
             with self._cond:
                 self._gave_up = True
@@ -410,27 +647,39 @@ class Collector:
                 len(batch) + len(self._queue),
             )
             return
-        self._finish(batch, refused)
+        self.write_duration.observe(time.monotonic() - started)
+        self._count("batches_written")
+        self._finish(batch, _refused_items(batch, rejected))
 
-    def _write(self, points: list[Point]) -> str | None:
-        """Write points, retrying while the store is unavailable; return None, or why the store refused them."""
-        delay = FIRST_BACKOFF_S
+    def _write(self, lines: list[str]) -> list[RejectedLine]:
+        """Write lines, retrying while the store is unavailable or unusable; return the lines it refused for good."""
+        attempt = 0
         while True:
             try:
-                self.store.write(points)
+                rejected = self.store.write_lines(lines)
             except StoreUnavailable as exc:
-                self._store_failed(exc, delay)
-                if not self._sleep(delay):
-                    raise _Abandoned from exc
-                delay = min(delay * 2, MAX_BACKOFF_S)
-                continue
+                delay = self._retry_delay(attempt, exc.retry_after_s)
+                self._store_failed(str(exc), delay)
             except StoreRejected as exc:
+                # The request itself was refused (credentials, permissions, a store setting), not any line: the
+                # data is good, so keep it unacked and retry until the operator fixes the store or our options.
+                delay = self._retry_delay(attempt, None)
+                self._store_failed(f"{exc}; check the store's credentials and settings", delay, error=True)
+            else:
                 self._store_answered()
-                return str(exc).strip()
-            except ValueError as exc:  # a point line protocol cannot express; the contract should prevent it
-                return f"cannot render as line protocol: {exc}"
-            self._store_answered()
-            return None
+                return rejected
+            self._count("write_retries")
+            if not self._sleep(delay):
+                raise _Abandoned
+            attempt += 1
+
+    def _retry_delay(self, attempt: int, retry_after_s: float | None) -> float:
+        """0.5 s doubling to 10 s, +-20 % jitter; at least what the store asked for (up to 60 s)."""
+        base = min(MAX_BACKOFF_S, FIRST_BACKOFF_S * 2.0 ** min(attempt, 30))
+        delay = base * (1 + BACKOFF_JITTER * (2 * self._rng() - 1))
+        if retry_after_s is not None:
+            delay = max(delay, min(retry_after_s, RETRY_AFTER_CAP_S))
+        return delay
 
     def _sleep(self, delay: float) -> bool:
         """Wait delay seconds (less if stopping); return False once stopping and past the stop deadline."""
@@ -445,7 +694,7 @@ class Collector:
                     return True
                 self._cond.wait(remaining)
 
-    def _store_failed(self, exc: StoreUnavailable, delay: float) -> None:
+    def _store_failed(self, reason: str, delay: float, *, error: bool = False) -> None:
         with self._stats_lock:
             self._counts["store_failures"] += 1
             self._store_failures_in_row += 1
@@ -453,10 +702,11 @@ class Collector:
             if first:
                 self._store_down_since = time.monotonic()
         if first:
-            log.warning(
+            log.log(
+                logging.ERROR if error else logging.WARNING,
                 "collector %r: %s; keeping %d point(s) unacked and retrying in %.1f s (backoff up to %.0f s)",
                 self.client_id,
-                exc,
+                reason,
                 self._held_points,
                 delay,
                 MAX_BACKOFF_S,
@@ -493,7 +743,7 @@ class Collector:
         with self._stats_lock:
             self._counts["store_rejected"] += len(refused)
             self._counts["written_messages"] += len(written)
-            self._counts["written_points"] += sum(len(item.points) for item in written)
+            self._counts["written_points"] += sum(len(item.lines) for item in written)
         for item in batch:
             self._ack_pending(item)
         # Refused batches are committed too: they are dead-lettered for good, and an agent resending them on every
@@ -517,3 +767,43 @@ class Collector:
         else:
             # Received before a reconnect: the broker has redelivered it and the new copy gets acked instead.
             self._count("stale_acks_skipped")
+
+    # ---- monitor thread --------------------------------------------------------------------------------------
+
+    def _run_monitor(self) -> None:
+        """Log the summary every summary_interval_s (also while the writer waits on the store); track the broker."""
+        next_summary = time.monotonic() + self.summary_interval_s
+        while not self._monitor_stop.wait(MONITOR_TICK_S):
+            now = time.monotonic()
+            link = self._link
+            down = link is None or (not link.connected and not self._resuming)
+            with self._stats_lock:
+                if not down:
+                    self._broker_down_since = None
+                elif self._broker_down_since is None:
+                    self._broker_down_since = now
+            if self.summary_interval_s > 0 and now >= next_summary:
+                next_summary = now + self.summary_interval_s
+                log.info("collector %r: %s", self.client_id, self.summary())
+
+
+def _render(make: Callable[[], list[str]]) -> list[str]:
+    """Line protocol for a validated message; a value it cannot express is a refusal, never a crash."""
+    try:
+        return make()
+    except ValueError as exc:
+        raise PayloadError("invalid-payload", f"cannot render as line protocol: {exc}") from exc
+
+
+def _refused_items(batch: list[_Pending], rejected: list[RejectedLine]) -> list[tuple[_Pending, str]]:
+    """The messages owning the refused lines, each with the store's reason for its first refused line."""
+    if not rejected:
+        return []
+    owners: list[int] = []  # owners[i]: index in batch of the message that line i belongs to
+    for n, item in enumerate(batch):
+        owners.extend([n] * len(item.lines))
+    refused: dict[int, tuple[_Pending, str]] = {}
+    for line in rejected:
+        owner = owners[line.index]
+        refused.setdefault(owner, (batch[owner], line.reason))
+    return [refused[i] for i in sorted(refused)]

@@ -13,10 +13,9 @@ from typing import Any
 
 from edge_agent.agent import AgentError, AgentOptions, EdgeAgent
 from edge_agent.delivery import DeliveryOptions
-from shopfloor.cli import LOG_FORMAT, add_common, add_mqtt
+from shopfloor.cli import LOG_FORMAT, add_common, add_mqtt, add_mqtt_login, mqtt_settings
 from shopfloor.codec import describe_plan, plan_reads
 from shopfloor.config import load_site
-from shopfloor.mqtt import MqttSettings
 from shopfloor.settings import Settings
 from shopfloor.yamlfile import ConfigError
 
@@ -80,17 +79,7 @@ def add_parser(sub: Any) -> None:
     g.add_argument(
         "--resend-rate", type=float, default=200, metavar="N", help="most resent messages per second (default: 200)"
     )
-    g = p.add_argument_group("broker login and TLS")
-    g.add_argument("--mqtt-username", default=None, help="broker user name (also in the URL: mqtt://user:pass@host)")
-    g.add_argument(
-        "--mqtt-password-file", type=Path, default=None, help="file holding the broker password (first line)"
-    )
-    g.add_argument("--mqtt-ca", default=None, help="CA certificate file (mqtts:// URLs)")
-    g.add_argument("--mqtt-cert", default=None, help="client certificate file (mqtts://)")
-    g.add_argument("--mqtt-key", default=None, help="client key file (mqtts://)")
-    g.add_argument(
-        "--mqtt-protocol", default="auto", choices=["auto", "5", "3.1.1"], help="MQTT version (default: auto)"
-    )
+    add_mqtt_login(p)
     g = p.add_argument_group("metrics")
     g.add_argument(
         "--metrics-port",
@@ -107,26 +96,6 @@ def _machine_ids(text: str | None) -> list[str] | None:
     if text is None:
         return None
     return [part.strip() for part in text.split(",") if part.strip()]
-
-
-def mqtt_settings(args: argparse.Namespace) -> MqttSettings:
-    """Broker settings from --mqtt and the login/TLS options; raise ValueError with a clear message."""
-    overrides: dict[str, Any] = {"protocol": args.mqtt_protocol}
-    if args.mqtt_username:
-        overrides["username"] = args.mqtt_username
-    if args.mqtt_password_file is not None:
-        try:
-            lines = args.mqtt_password_file.read_text().splitlines()
-        except OSError as exc:
-            raise ValueError(f"--mqtt-password-file {str(args.mqtt_password_file)!r}: cannot read ({exc})") from exc
-        overrides["password"] = lines[0] if lines else ""
-    for option, name in (("mqtt_ca", "ca_file"), ("mqtt_cert", "cert_file"), ("mqtt_key", "key_file")):
-        value = getattr(args, option)
-        if value is not None:
-            if not Path(value).is_file():
-                raise ValueError(f"--{option.replace('_', '-')} {value!r}: no such file")
-            overrides[name] = value
-    return MqttSettings.from_url(args.mqtt, **overrides)
 
 
 def options(args: argparse.Namespace) -> AgentOptions:

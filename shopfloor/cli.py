@@ -6,9 +6,14 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from shopfloor.settings import Settings
 from shopfloor.yamlfile import ConfigError
+
+if TYPE_CHECKING:
+    from shopfloor.mqtt import MqttSettings
 
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
@@ -31,6 +36,48 @@ def add_mqtt(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_mqtt_login(parser: argparse.ArgumentParser) -> None:
+    """Add the broker login and TLS options that mqtt_settings() reads."""
+    g = parser.add_argument_group("broker login and TLS")
+    g.add_argument("--mqtt-username", default=None, help="broker user name (also in the URL: mqtt://user:pass@host)")
+    g.add_argument(
+        "--mqtt-password-file", type=Path, default=None, help="file holding the broker password (first line)"
+    )
+    g.add_argument("--mqtt-ca", default=None, help="CA certificate file (mqtts:// URLs)")
+    g.add_argument("--mqtt-cert", default=None, help="client certificate file (mqtts://)")
+    g.add_argument("--mqtt-key", default=None, help="client key file (mqtts://)")
+    g.add_argument(
+        "--mqtt-protocol", default="auto", choices=["auto", "5", "3.1.1"], help="MQTT version (default: auto)"
+    )
+
+
+def read_secret(path: Path, option: str) -> str:
+    """The first line of a secret file (password, token); raise ValueError naming the option if unreadable."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise ValueError(f"{option} {str(path)!r}: cannot read ({exc})") from exc
+    return lines[0] if lines else ""
+
+
+def mqtt_settings(args: argparse.Namespace, **extra: Any) -> MqttSettings:
+    """Broker settings from --mqtt and the add_mqtt_login options (extra sets other fields); raise ValueError."""
+    from shopfloor.mqtt import MqttSettings
+
+    overrides: dict[str, Any] = {"protocol": args.mqtt_protocol, **extra}
+    if args.mqtt_username:
+        overrides["username"] = args.mqtt_username
+    if args.mqtt_password_file is not None:
+        overrides["password"] = read_secret(args.mqtt_password_file, "--mqtt-password-file")
+    for option, name in (("mqtt_ca", "ca_file"), ("mqtt_cert", "cert_file"), ("mqtt_key", "key_file")):
+        value = getattr(args, option)
+        if value is not None:
+            if not Path(value).is_file():
+                raise ValueError(f"--{option.replace('_', '-')} {value!r}: no such file")
+            overrides[name] = value
+    return MqttSettings.from_url(args.mqtt, **overrides)
+
+
 def add_influx(parser: argparse.ArgumentParser) -> None:
     """Add --influx-url, --influx-db, --influx-user, --influx-password (defaults from SHOPFLOOR_INFLUX_*)."""
     settings = Settings()
@@ -46,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     from api import cli as api_cli
     from collector import cli as collector_cli
     from edge_agent import cli as agent_cli
-    from shopfloor import demo, keys
+    from shopfloor import demo, keys, mqtt_cli
     from simulators import cli as sim_cli
 
     parser = argparse.ArgumentParser(
@@ -54,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Monitor shared machines, meter each tenant's use, compute OEE and bill fairly.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (demo, sim_cli, agent_cli, collector_cli, api_cli, keys):
+    for module in (demo, sim_cli, agent_cli, collector_cli, api_cli, keys, mqtt_cli):
         module.add_parser(sub)
     return parser
 

@@ -97,6 +97,7 @@ async def run_demo(args: argparse.Namespace) -> int:
     """Start every component, print where they are, run until interrupted or --duration ends."""
     from api.app import create_app
     from api.server import serve
+    from collector.registry import Registry
     from collector.service import Collector
     from edge_agent.agent import EdgeAgent
     from simulators.runtime import Simulator
@@ -131,7 +132,13 @@ async def run_demo(args: argparse.Namespace) -> int:
 
         sim = Simulator(site, scenario, seed=args.seed, speed=1.0)
         await sim.start()
-        collector = Collector(mqtt, store, client_id="demo-collector", dead_letter=workdir / "dead-letter.jsonl")
+        collector = Collector(
+            mqtt,
+            store,
+            client_id="demo-collector",
+            dead_letter=workdir / "dead-letter.jsonl",
+            registry=Registry.from_site(site),
+        )
         collector.start()
         agent = EdgeAgent(site, "edge-1", mqtt, workdir / "agent")
         agent_task = asyncio.create_task(agent.run())

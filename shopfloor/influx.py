@@ -5,17 +5,26 @@ InfluxDB 1.x serves both natively, 2.x through its v1 compatibility API and 3.x 
 
 from __future__ import annotations
 
+import json
+import logging
 import math
+import time
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
 
 from shopfloor.contracts import CANONICAL_SIGNALS, SignalKind, SignalValue
 
+# httpx logs every request at INFO: one line per batch written would drown the collector's own log.
+logging.getLogger("httpx").setLevel(logging.WARNING)
+
 TELEMETRY = "telemetry"
 MACHINE_STATUS = "machine_status"
+AGENT_STATUS = "agent_status"  # tags site and agent; stamped when the collector received it
 
 
 class StoreError(Exception):
@@ -23,11 +32,34 @@ class StoreError(Exception):
 
 
 class StoreUnavailable(StoreError):
-    """The store could not be reached or failed temporarily: retry later, keep the data."""
+    """The store could not be reached or failed temporarily: retry later, keep the data.
+
+    retry_after_s is the wait the store asked for (a Retry-After header), None if it did not say.
+    """
+
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+@dataclass(frozen=True, slots=True)
+class RejectedLine:
+    """One line the store refused for good: its index in the batch written, the line and the store's reason."""
+
+    index: int
+    line: str
+    reason: str
 
 
 class StoreRejected(StoreError):
-    """The store refused the data itself (bad points, type conflict): retrying will not help."""
+    """The store refused the data itself (bad points, type conflict): retrying will not help.
+
+    When raised by a write, rejected lists the refused lines; every other line of the batch was written.
+    """
+
+    def __init__(self, message: str, rejected: Sequence[RejectedLine] = ()) -> None:
+        super().__init__(message)
+        self.rejected = tuple(rejected)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,30 +89,52 @@ def _escape_measurement(text: str) -> str:
     return text.replace("\\", "\\\\").replace(",", "\\,").replace(" ", "\\ ")
 
 
+# Keys and tag values are signal names and ids: few distinct strings, escaped once each (bounded, thread-safe).
+_KEYS: dict[str, str] = {}
+_MAX_KEYS = 10_000
+_FLOAT_SIGNALS = frozenset(name for name, kind in CANONICAL_SIGNALS.items() if kind is SignalKind.FLOAT)
+
+
+def _key(text: str) -> str:
+    escaped = _KEYS.get(text)
+    if escaped is None:
+        escaped = _escape_key(text)
+        if len(_KEYS) < _MAX_KEYS:
+            _KEYS[text] = escaped
+    return escaped
+
+
 def _field_value(name: str, value: SignalValue) -> str:
-    kind = CANONICAL_SIGNALS.get(name)
-    # Field types are fixed per shard in InfluxDB: canonical signals always get the same type.
-    if kind is SignalKind.FLOAT and isinstance(value, int | float) and not isinstance(value, bool):
-        return repr(float(value))
-    if isinstance(value, bool):
+    if isinstance(value, str):
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+        return f'"{escaped}"'
+    kind = type(value)
+    if kind is bool:
         return "true" if value else "false"
-    if isinstance(value, int):
+    # Field types are fixed per shard in InfluxDB: canonical signals always get the same type.
+    if isinstance(value, int) and name not in _FLOAT_SIGNALS:
         return f"{value}i"
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError(f"field {name!r}: {value!r} cannot be stored")
-        return repr(value)
-    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-    return f'"{escaped}"'
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"field {name!r}: {value!r} cannot be stored")
+    return repr(number)
+
+
+def line_prefix(measurement: str, tags: dict[str, str]) -> str:
+    """The measurement and tags part of a line, shared by every point of one series."""
+    return _escape_measurement(measurement) + "".join(f",{_key(k)}={_key(v)}" for k, v in sorted(tags.items()) if v)
+
+
+def render_line(prefix: str, fields: dict[str, SignalValue], ts_ms: int) -> str:
+    """Render one line from a line_prefix, fields and a timestamp in epoch ms."""
+    if not fields:
+        raise ValueError("a point needs at least one field")
+    return f"{prefix} {','.join([f'{_key(k)}={_field_value(k, fields[k])}' for k in sorted(fields)])} {ts_ms}"
 
 
 def to_line(point: Point) -> str:
     """Render one point as InfluxDB line protocol with millisecond precision."""
-    if not point.fields:
-        raise ValueError("a point needs at least one field")
-    tags = "".join(f",{_escape_key(k)}={_escape_key(v)}" for k, v in sorted(point.tags.items()) if v)
-    fields = ",".join(f"{_escape_key(k)}={_field_value(k, v)}" for k, v in sorted(point.fields.items()))
-    return f"{_escape_measurement(point.measurement)}{tags} {fields} {point.ts_ms}"
+    return render_line(line_prefix(point.measurement, point.tags), point.fields, point.ts_ms)
 
 
 def quote_literal(value: str) -> str:
@@ -113,14 +167,93 @@ def _decode_series(series: dict[str, Any]) -> Iterator[tuple[int, dict[str, Sign
         yield int(values[time_index]), fields, values
 
 
+def _runs(indexes: Sequence[int]) -> Iterator[tuple[int, int]]:
+    """Group sorted indexes into [start, end) runs of consecutive numbers."""
+    start = prev = -2
+    for i in indexes:
+        if i != prev + 1:
+            if prev >= 0:
+                yield start, prev + 1
+            start = i
+        prev = i
+    if prev >= 0:
+        yield start, prev + 1
+
+
 def _unprefix(series: dict[str, Any], prefix: str) -> dict[str, Any]:
     """The series with prefix taken off its column names (last(*) names its columns last_<field>)."""
     columns = [c.removeprefix(prefix) for c in series["columns"]]
     return {**series, "columns": columns}
 
 
+def parse_retry_after(value: str | None, now_s: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta seconds or an HTTP date); None if absent or unreadable."""
+    if value is None:
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return float(int(text))
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # RFC 9110 dates are GMT; a naive parse means the zone was left off
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now_s is None else now_s))
+
+
+def _error_text(body: str) -> str:
+    """The store's error message: the "error" (1.x, 3.x) or "message" (2.x) of a JSON body, else the body."""
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return body.strip()[:300]
+    if isinstance(doc, dict):
+        for key in ("error", "message"):
+            if isinstance(doc.get(key), str):
+                return str(doc[key]).strip()
+    return body.strip()[:300]
+
+
+# A 400 that is about the request, not about any line: bisecting the batch could not help.
+_REQUEST_ERRORS = ("database is required", "database name required", "invalid precision", "bucket not found")
+
+
+def named_lines(body: str, lines: Sequence[str]) -> dict[int, str]:
+    """Indexes of the lines a refusal names, with the reason for each.
+
+    InfluxDB 3.x lists them ({"data": [{"line_number": 1-based, "error_message": ...}]}); 1.x and 2.x quote an
+    unparsable line (`unable to parse 'LINE': why`). A field type conflict names no line: nothing comes back.
+    """
+    out: dict[int, str] = {}
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        doc = None
+    data = doc.get("data") if isinstance(doc, dict) else None
+    if isinstance(data, list):
+        for entry in data:
+            if not isinstance(entry, dict):
+                continue
+            number = entry.get("line_number")
+            if isinstance(number, int) and not isinstance(number, bool) and 1 <= number <= len(lines):
+                out[number - 1] = str(entry.get("error_message") or "refused by the store")[:300]
+        return out
+    text = _error_text(body)
+    if "unable to parse '" in text:
+        # The line is quoted as is (quotes inside it unescaped), so look for each line rather than parse the text.
+        for i, line in enumerate(lines):
+            if f"unable to parse '{line}'" in text:
+                out[i] = text[:300]
+    return out
+
+
 class InfluxStore:
-    """Write points to and query rows from an InfluxDB-compatible /write + /query endpoint."""
+    """Write points to and query rows from an InfluxDB-compatible /write + /query endpoint.
+
+    Auth: username/password (1.x, 2.x v1 compatibility) or token (2.x, 3.x: `Authorization: Token ...`), not both.
+    retention_policy goes to /write as `rp=` (the database's default policy when None).
+    """
 
     def __init__(
         self,
@@ -129,12 +262,24 @@ class InfluxStore:
         *,
         username: str | None = None,
         password: str | None = None,
+        token: str | None = None,
+        retention_policy: str | None = None,
         timeout_s: float = 10.0,
     ) -> None:
+        if token and username:
+            raise ValueError(f"InfluxDB {url}: give a username/password or a token, not both")
+        if password and not username:
+            raise ValueError(f"InfluxDB {url}: a password needs a username")
         self.url = url.rstrip("/")
         self.database = database
+        self.retention_policy = retention_policy or None
         auth = (username, password or "") if username else None
-        self._client = httpx.Client(base_url=self.url, timeout=timeout_s, auth=auth)
+        headers = {"Authorization": f"Token {token}"} if token else None
+        self._client = httpx.Client(base_url=self.url, timeout=timeout_s, auth=auth, headers=headers)
+        self._write_params = {"db": database, "precision": "ms"}
+        if self.retention_policy:
+            self._write_params["rp"] = self.retention_policy
+        self._counts: Counter[str] = Counter()
 
     def close(self) -> None:
         """Close the HTTP connection pool."""
@@ -146,13 +291,27 @@ class InfluxStore:
     def __exit__(self, *_exc: object) -> None:
         self.close()
 
+    @property
+    def stats(self) -> dict[str, int]:
+        """Write counters since start: requests, splits (413), bisections (400/422), rejected lines."""
+        counts = self._counts.copy()
+        return {k: counts[k] for k in ("write_requests", "splits", "bisections", "rejected_lines")}
+
+    def _unavailable(self, resp: httpx.Response) -> StoreUnavailable:
+        retry_after = parse_retry_after(resp.headers.get("retry-after"))
+        wait = f"; it asks to retry after {retry_after:.0f} s" if retry_after is not None else ""
+        return StoreUnavailable(
+            f"time-series store at {self.url} answered {resp.status_code}: {_error_text(resp.text)}{wait}",
+            retry_after,
+        )
+
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
             resp = self._client.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
             raise StoreUnavailable(f"time-series store at {self.url} unreachable: {exc}") from exc
         if resp.status_code >= 500 or resp.status_code in (408, 429):
-            raise StoreUnavailable(f"time-series store at {self.url} answered {resp.status_code}: {resp.text[:300]}")
+            raise self._unavailable(resp)
         return resp
 
     def ping(self) -> bool:
@@ -163,26 +322,87 @@ class InfluxStore:
             return False
 
     def ensure_database(self) -> None:
-        """Create the database if it does not exist (InfluxDB 1.x; harmless elsewhere)."""
+        """Create the database if it does not exist and check the retention policy (InfluxDB 1.x)."""
         resp = self._request("POST", "/query", data={"q": f"CREATE DATABASE {quote_ident(self.database)}"})
         if resp.status_code >= 400:
-            raise StoreRejected(f"cannot create database {self.database!r}: {resp.text[:300]}")
+            raise StoreRejected(f"cannot create database {self.database!r}: {_error_text(resp.text)}")
+        if self.retention_policy is None:
+            return
+        policies = {
+            row[0]
+            for s in self.query(f"SHOW RETENTION POLICIES ON {quote_ident(self.database)}")
+            for row in s.get("values", [])
+        }
+        if self.retention_policy not in policies:
+            raise StoreRejected(
+                f"retention policy {self.retention_policy!r} does not exist on database {self.database!r} "
+                f"(it has {', '.join(sorted(map(str, policies))) or 'none'})"
+            )
 
-    def write_lines(self, lines: Sequence[str]) -> None:
-        """Write line-protocol lines; raise StoreUnavailable (retry) or StoreRejected (do not retry)."""
-        if not lines:
+    def write_lines(self, lines: Sequence[str]) -> list[RejectedLine]:
+        """Write line-protocol lines; return the lines the store refused for good (every other line is written).
+
+        A body over the store's size limit (413) is split in halves until each part fits. A refusal of some lines
+        (400/422: unparsable line, field type conflict, partial write) is narrowed down by bisection, so only the
+        lines the store refuses on their own are reported; lines it has already taken are rewritten (same point,
+        same result). Raise StoreUnavailable (429, 5xx, unreachable: retry later, honouring retry_after_s; some
+        lines may have been written) or StoreRejected (the request itself refused: auth, no such database setting).
+        """
+        rejected: list[RejectedLine] = []
+        if lines:
+            self._write_part(lines, 0, len(lines), rejected)
+        rejected.sort(key=lambda r: r.index)
+        self._counts["rejected_lines"] += len(rejected)
+        return rejected
+
+    def _write_part(self, lines: Sequence[str], start: int, end: int, rejected: list[RejectedLine]) -> None:
+        body = "\n".join(lines[start:end]).encode()
+        self._counts["write_requests"] += 1
+        resp = self._request("POST", "/write", params=self._write_params, content=body)
+        status = resp.status_code
+        if status in (200, 204):
             return
-        body = "\n".join(lines).encode()
-        resp = self._request("POST", "/write", params={"db": self.database, "precision": "ms"}, content=body)
-        if resp.status_code == 204:
+        if status == 404:
+            raise StoreUnavailable(f"database {self.database!r} not found at {self.url}: {_error_text(resp.text)}")
+        reason = _error_text(resp.text)
+        if status == 413:
+            if end - start == 1:
+                rejected.append(RejectedLine(start, lines[start], f"line larger than the store accepts: {reason}"))
+                return
+            self._counts["splits"] += 1
+            self._halves(lines, start, end, rejected)
             return
-        if resp.status_code == 404:
-            raise StoreUnavailable(f"database {self.database!r} not found at {self.url}: {resp.text[:300]}")
-        raise StoreRejected(f"store refused write ({resp.status_code}): {resp.text[:300]}")
+        if status in (400, 422) and not any(marker in reason for marker in _REQUEST_ERRORS):
+            if end - start == 1:
+                rejected.append(RejectedLine(start, lines[start], reason))
+                return
+            named = named_lines(resp.text, lines[start:end])
+            if named:
+                rejected.extend(RejectedLine(start + i, lines[start + i], why) for i, why in named.items())
+                rest = [i for i in range(start, end) if i - start not in named]
+                # Write the rest again as runs of consecutive lines, so a further bad line is still found.
+                for run_start, run_end in _runs(rest):
+                    self._write_part(lines, run_start, run_end, rejected)
+                return
+            self._counts["bisections"] += 1
+            self._halves(lines, start, end, rejected)
+            return
+        raise StoreRejected(f"store refused write ({status}): {reason}")
+
+    def _halves(self, lines: Sequence[str], start: int, end: int, rejected: list[RejectedLine]) -> None:
+        middle = (start + end) // 2
+        self._write_part(lines, start, middle, rejected)
+        self._write_part(lines, middle, end, rejected)
 
     def write(self, points: Iterable[Point]) -> None:
-        """Write points; see write_lines for the errors."""
-        self.write_lines([to_line(p) for p in points])
+        """Write points; raise StoreRejected listing the refused lines after writing the rest (see write_lines)."""
+        rejected = self.write_lines([to_line(p) for p in points])
+        if rejected:
+            first = rejected[0]
+            raise StoreRejected(
+                f"store refused {len(rejected)} line(s), wrote the rest; first: line {first.index}: {first.reason}",
+                rejected,
+            )
 
     def query(self, q: str) -> list[dict[str, Any]]:
         """Run one InfluxQL statement and return its series (name, tags, columns, values)."""

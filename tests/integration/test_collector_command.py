@@ -19,7 +19,8 @@ from shopfloor.services import InfluxDB, Mosquitto
 
 pytestmark = pytest.mark.integration
 
-T0 = 1764291600000
+# A minute ago: the collector refuses timestamps more than 7 days old (its default --max-behind).
+T0 = (int(time.time() * 1000) // 60_000 - 1) * 60_000
 
 
 def _written(store: InfluxStore) -> bool:
@@ -58,6 +59,8 @@ def test_collect_command_runs_until_sigterm(tmp_path: Path, fresh_mosquitto: Mos
             assert time.monotonic() < deadline, "the collector never wrote the batch"
             link.publish(topic, payload, qos=1).wait(5)
             time.sleep(0.2)
+        # The site file (the example's, by default) is reloaded on SIGHUP.
+        proc.send_signal(signal.SIGHUP)
         assert link.publish(topic, b"\x00garbage", qos=1).wait(5)
         while not dead_letter.exists():
             assert time.monotonic() < deadline, "the garbage was never dead-lettered"
@@ -77,7 +80,19 @@ def test_collect_command_runs_until_sigterm(tmp_path: Path, fresh_mosquitto: Mos
     ] == [(T0, {"state": "IDLE", "good_count": 2})]
     assert [json.loads(line)["kind"] for line in dead_letter.read_text().splitlines()] == ["malformed-json"]
     assert "received SIGTERM" in log
+    assert "site registry: site 'bdg': 5 machines, 1 agents" in log, log
+    assert "site registry reloaded: 5 machines, 1 agents" in log, log
     assert "invalid 1 (malformed-json 1)" in log, log
+
+
+def test_collect_command_refuses_a_bad_site_file(tmp_path: Path, influxdb: InfluxDB) -> None:
+    site = tmp_path / "site.yaml"
+    site.write_text("site: {id: bdg}\nprofiles: []\nmachines: []\n")
+    argv = [sys.executable, "-m", "shopfloor.cli", "collect", "--site", str(site), "--influx-url", influxdb.url]
+    result = subprocess.run(argv, capture_output=True, timeout=30, check=False)
+    assert result.returncode == 2
+    assert b"configuration error" in result.stderr
+    assert str(site).encode() in result.stderr
 
 
 def test_collect_command_refuses_a_bad_mqtt_url(influxdb: InfluxDB) -> None:

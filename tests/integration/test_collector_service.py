@@ -14,7 +14,9 @@ from typing import Any
 import pytest
 
 from collector.convert import seq_ranges
+from collector.registry import Registry
 from collector.service import Collector
+from shopfloor.config import Machine, SiteConfig, default_site_path, load_site
 from shopfloor.contracts import MAX_PAYLOAD_BYTES, LinkStatus, StatusMessage, Topic
 from shopfloor.influx import InfluxStore, Point, Row
 from shopfloor.mqtt import InboundMessage, MqttLink, MqttSettings
@@ -22,9 +24,26 @@ from shopfloor.services import Mosquitto, free_port
 
 pytestmark = pytest.mark.integration
 
-T0 = 1764291600000
+# A minute ago, on a whole minute: the registry refuses timestamps more than 7 days old or 5 min ahead.
+T0 = (int(time.time() * 1000) // 60_000 - 1) * 60_000
 SITE = "bdg"
 PROBE = Topic.machine_status(SITE, "probe")
+
+
+def _test_site() -> SiteConfig:
+    """The example site plus a 'probe' machine; edge-2 serves cnc-02, edge-1 every other machine."""
+    base = load_site(default_site_path())
+    probe = Machine(id="probe", profile="cnc-mill-v1", port=15099)
+    agents = [
+        {"id": "edge-1", "machines": [m.id for m in base.machines if m.id != "cnc-02"] + ["probe"]},
+        {"id": "edge-2", "machines": ["cnc-02"]},
+    ]
+    return SiteConfig.model_validate(
+        {**base.model_dump(), "profiles": base.profiles, "machines": [*base.machines, probe], "agents": agents}
+    )
+
+
+REGISTRY = Registry.from_site(_test_site())
 
 
 def wait_for(check: Callable[[], bool], what: str, timeout_s: float = 15.0) -> None:
@@ -96,6 +115,7 @@ def make_collector(broker: Mosquitto) -> Iterator[Callable[..., Collector]]:
     def make(store: InfluxStore, **kwargs: Any) -> Collector:
         kwargs.setdefault("client_id", f"collector-{uuid.uuid4().hex[:10]}")
         kwargs.setdefault("flush_interval_s", 0.05)
+        kwargs.setdefault("registry", REGISTRY)
         c = Collector(MqttSettings.from_url(broker.url), store, **kwargs)
         made.append(c)
         return c
@@ -110,7 +130,7 @@ def sync(collector: Collector, client: Client) -> None:
     assert collector.wait_connected(10)
     start = collector.stats["received"]
     deadline = time.monotonic() + 15
-    probe = StatusMessage(status=LinkStatus.ONLINE, ts=T0, agent="probe").to_json()
+    probe = StatusMessage(status=LinkStatus.ONLINE, ts=T0, agent="edge-1").to_json()
     while collector.stats["received"] == start:
         assert time.monotonic() < deadline, "collector never received a probe"
         client.publish(PROBE, probe)
@@ -164,7 +184,7 @@ def test_valid_messages_land_exactly_and_are_committed(
             )
             for seq in (1, 2, 3, 5)
         ]
-        sent.append(("laser-01", telemetry("laser-01", 10, [{"ts": T0, "values": {"state": "IDLE", "door": True}}])))
+        sent.append(("laser-01", telemetry("laser-01", 10, [{"ts": T0, "values": {"state": "IDLE", "alarms": 4}}])))
         sent.append(("cnc-02", telemetry("cnc-02", 1, [{"ts": T0, "values": {"stop_reason": 3}}], agent="edge-2")))
         for machine, payload in sent:
             client.publish(Topic.telemetry(SITE, machine), encode(payload))
@@ -182,7 +202,7 @@ def test_valid_messages_land_exactly_and_are_committed(
             )
         ]
         wait_for(lambda: len(rows(influx_store, "cnc-02")) == 1, "cnc-02's sample")
-        assert rows(influx_store, "laser-01") == [(T0, {"state": "IDLE", "door": True})]
+        assert rows(influx_store, "laser-01") == [(T0, {"state": "IDLE", "alarms": 4})]
         assert rows(influx_store, "cnc-02") == [(T0, {"stop_reason": 3})]
         [status_row] = influx_store.statuses(SITE, "cnc-01", T0, T0 + 100)
         assert (status_row.ts_ms, status_row.fields) == (
@@ -248,22 +268,33 @@ BAD_INPUTS: list[tuple[str, str, bytes, str]] = [
     ("bad-site-id", TELEMETRY_TOPIC, _with(site="bdg/../x"), "invalid-payload"),
     ("bad-id-in-topic", "shopfloor/v1/bdg/CNC_01/telemetry", _with(machine="CNC_01"), "unknown-topic"),
     ("topic-mismatch", TELEMETRY_TOPIC, _with(machine="cnc-02"), "topic-mismatch"),
-    ("count-as-string", TELEMETRY_TOPIC, _values({"good_count": "12"}), "invalid-payload"),
-    ("count-as-bool", TELEMETRY_TOPIC, _values({"good_count": True}), "invalid-payload"),
-    ("count-as-float", TELEMETRY_TOPIC, _values({"good_count": 1.5}), "invalid-payload"),
-    ("nan", TELEMETRY_TOPIC, _values({"good_count": 1}).replace(b"1}", b'1, "energy_kwh": NaN}'), "invalid-payload"),
-    ("infinity", TELEMETRY_TOPIC, _values({"x": 1}).replace(b'"x": 1', b'"power_kw": Infinity'), "invalid-payload"),
-    ("negative-counter", TELEMETRY_TOPIC, _values({"good_count": -1}), "invalid-payload"),
-    ("negative-energy", TELEMETRY_TOPIC, _values({"energy_kwh": -0.5}), "invalid-payload"),
+    ("count-as-string", TELEMETRY_TOPIC, _values({"good_count": "12"}), "wrong-type"),
+    ("count-as-bool", TELEMETRY_TOPIC, _values({"good_count": True}), "wrong-type"),
+    ("count-as-float", TELEMETRY_TOPIC, _values({"good_count": 1.5}), "wrong-type"),
+    ("nan", TELEMETRY_TOPIC, _values({"good_count": 1}).replace(b"1}", b'1, "energy_kwh": NaN}'), "out-of-range"),
+    ("infinity", TELEMETRY_TOPIC, _values({"x": 1}).replace(b'"x": 1', b'"power_kw": Infinity'), "out-of-range"),
+    ("negative-counter", TELEMETRY_TOPIC, _values({"good_count": -1}), "out-of-range"),
+    ("negative-energy", TELEMETRY_TOPIC, _values({"energy_kwh": -0.5}), "out-of-range"),
+    ("trillion-parts", TELEMETRY_TOPIC, _values({"good_count": 10**16}), "out-of-range"),
+    ("huge-energy", TELEMETRY_TOPIC, _values({"energy_kwh": 1.7e308}), "out-of-range"),
     ("huge-seq", TELEMETRY_TOPIC, _with(seq=2**64), "invalid-payload"),
     ("negative-seq", TELEMETRY_TOPIC, _with(seq=-1), "invalid-payload"),
-    ("unknown-state", TELEMETRY_TOPIC, _values({"state": "EXPLODING"}), "invalid-payload"),
-    ("lowercase-state", TELEMETRY_TOPIC, _values({"state": "running"}), "invalid-payload"),
+    ("unknown-state", TELEMETRY_TOPIC, _values({"state": "EXPLODING"}), "out-of-range"),
+    ("lowercase-state", TELEMETRY_TOPIC, _values({"state": "running"}), "out-of-range"),
     ("extra-field", TELEMETRY_TOPIC, _with(extra=1), "invalid-payload"),
     ("extra-sample-field", TELEMETRY_TOPIC, _with(samples=[{"ts": T0, "values": {}, "x": 1}]), "invalid-payload"),
-    ("bad-signal-name", TELEMETRY_TOPIC, _values({"good count": 1}), "invalid-payload"),
+    ("bad-signal-name", TELEMETRY_TOPIC, _values({"good count": 1}), "undeclared-signal"),
+    ("junk-signal", TELEMETRY_TOPIC, _values({"junk_1": 1}), "undeclared-signal"),
+    ("signal-machine", TELEMETRY_TOPIC, _values({"machine": "cnc-02", "state": "OFF"}), "reserved-name"),
+    ("signal-site", TELEMETRY_TOPIC, _values({"site": "x"}), "reserved-name"),
     ("nested-value", TELEMETRY_TOPIC, _values({"job": {"id": 1}}), "invalid-payload"),
-    ("long-string", TELEMETRY_TOPIC, _values({"job": "x" * 300}), "invalid-payload"),
+    ("long-string", TELEMETRY_TOPIC, _values({"job": "x" * 300}), "out-of-range"),
+    ("ts-next-week", TELEMETRY_TOPIC, _with(samples=[{"ts": T0 + 7 * 86_400_000, "values": {}}]), "too-new"),
+    ("ts-8-days-old", TELEMETRY_TOPIC, _with(samples=[{"ts": T0 - 8 * 86_400_000, "values": {}}]), "too-old"),
+    ("unknown-agent", TELEMETRY_TOPIC, _with(agent="edge-9"), "unknown-agent"),
+    ("agent-not-serving", TELEMETRY_TOPIC, _with(agent="edge-2"), "agent-not-serving"),
+    ("unknown-machine", "shopfloor/v1/bdg/cnc-99/telemetry", _with(machine="cnc-99"), "unknown-machine"),
+    ("unknown-site", "shopfloor/v1/jkt/cnc-01/telemetry", _with(site="jkt"), "unknown-site"),
     ("ts-zero", TELEMETRY_TOPIC, _with(samples=[{"ts": 0, "values": {"good_count": 1}}]), "invalid-payload"),
     ("ts-float", TELEMETRY_TOPIC, _with(samples=[{"ts": T0 + 0.5, "values": {}}]), "invalid-payload"),
     ("no-samples", TELEMETRY_TOPIC, _with(samples=[]), "invalid-payload"),
@@ -272,7 +303,11 @@ BAD_INPUTS: list[tuple[str, str, bytes, str]] = [
     ("status-v2", STATUS_TOPIC, encode({**STATUS_OK, "v": 2}), "unknown-version"),
     ("status-extra", STATUS_TOPIC, encode({**STATUS_OK, "x": 1}), "invalid-payload"),
     ("status-garbage", STATUS_TOPIC, b"\xff\xfe\x00", "malformed-json"),
-]
+    ("status-not-serving", STATUS_TOPIC, encode({**STATUS_OK, "agent": "edge-2"}), "agent-not-serving"),
+    ("status-too-new", STATUS_TOPIC, encode({**STATUS_OK, "ts": T0 + 86_400_000}), "too-new"),
+    ("agent-status-unknown", str(Topic.agent_status(SITE, "edge-9")), encode({**STATUS_OK, "agent": "edge-9"}),
+     "unknown-agent"),
+]  # fmt: skip
 
 
 @pytest.mark.parametrize(("topic", "payload", "kind"), [b[1:] for b in BAD_INPUTS], ids=[b[0] for b in BAD_INPUTS])
@@ -369,8 +404,9 @@ def test_field_type_conflict_dead_letters_only_the_poison_message(
     influx_store: InfluxStore,
     make_collector: Callable[..., Collector],
 ) -> None:
-    # The store already holds "mode" as a string: an integer "mode" is refused by InfluxDB itself.
-    influx_store.write([Point("telemetry", {"site": SITE, "machine": "cnc-01"}, {"mode": "auto"}, T0 - 1000)])
+    # The store already holds "job" as an integer (written before the registry checked types): a valid string "job"
+    # is refused by InfluxDB itself.
+    influx_store.write([Point("telemetry", {"site": SITE, "machine": "cnc-01"}, {"job": 7}, T0 - 1000)])
     commits = Client(broker.url, [str(Topic.commits(SITE, "edge-1"))])
     try:
         dl = tmp_path / "dl.jsonl"
@@ -378,18 +414,18 @@ def test_field_type_conflict_dead_letters_only_the_poison_message(
         collector.start()
         sync(collector, client)
         payloads = {
-            1: encode(telemetry("cnc-01", 1, [{"ts": T0 + 1, "values": {"mode": "manual", "good_count": 1}}])),
-            2: encode(telemetry("cnc-01", 2, [{"ts": T0 + 2, "values": {"mode": 3, "good_count": 2}}])),
-            3: encode(telemetry("cnc-01", 3, [{"ts": T0 + 3, "values": {"mode": "auto", "good_count": 3}}])),
+            1: encode(telemetry("cnc-01", 1, [{"ts": T0 + 1, "values": {"good_count": 1}}])),
+            2: encode(telemetry("cnc-01", 2, [{"ts": T0 + 2, "values": {"job": "J-2", "good_count": 2}}])),
+            3: encode(telemetry("cnc-01", 3, [{"ts": T0 + 3, "values": {"good_count": 3}}])),
         }
         for payload in payloads.values():
             client.publish(TELEMETRY_TOPIC, payload)
         wait_for(lambda: collector.stats["store_rejected"] == 1, "the poison message refused")
         wait_for(lambda: len(rows(influx_store, "cnc-01")) == 3, "the other two messages written")
         assert rows(influx_store, "cnc-01") == [
-            (T0 - 1000, {"mode": "auto"}),
-            (T0 + 1, {"mode": "manual", "good_count": 1}),
-            (T0 + 3, {"mode": "auto", "good_count": 3}),
+            (T0 - 1000, {"job": 7}),
+            (T0 + 1, {"good_count": 1}),
+            (T0 + 3, {"good_count": 3}),
         ]
         [letter] = dead_letters(dl)
         assert (letter["kind"], letter["topic"]) == ("store-rejected", TELEMETRY_TOPIC)
@@ -410,6 +446,7 @@ def test_topic_prefix_makes_a_shared_subscription(
     assert collector.filters == [
         "$share/collectors/shopfloor/v1/+/+/telemetry",
         "$share/collectors/shopfloor/v1/+/+/status",
+        "$share/collectors/shopfloor/v1/+/agents/+/status",
     ]
     collector.start()
     sync(collector, client)
@@ -436,6 +473,7 @@ def test_copies_received_before_a_reconnect_are_written_but_not_acked(
         influx_store,
         client_id=f"collector-{uuid.uuid4().hex[:10]}",
         flush_interval_s=60,
+        registry=REGISTRY,
     )
     collector.start()
     publisher = Client(fresh_mosquitto.url)
@@ -475,3 +513,65 @@ def test_cleared_retained_status_is_ignored_not_refused(
     # The probe is written by the writer thread a flush later; the empty status never is.
     wait_for(lambda: collector.stats["written_messages"] >= 1, "the probe written")
     assert [r.tags["machine"] for r in influx_store.rows("SELECT * FROM machine_status")] == ["probe"]
+
+
+def test_agent_status_is_stored_stamped_when_received(
+    client: Client, influx_store: InfluxStore, make_collector: Callable[..., Collector]
+) -> None:
+    collector = make_collector(influx_store)
+    collector.start()
+    sync(collector, client)
+    # A last will carries the agent's connect time (here a day ago): the loss is when the broker published it.
+    will = StatusMessage(status=LinkStatus.OFFLINE, ts=T0 - 86_400_000, agent="edge-1", detail="connection lost")
+    before = int(time.time() * 1000)
+    client.publish(Topic.agent_status(SITE, "edge-1"), will.to_json())
+    wait_for(lambda: bool(influx_store.rows("SELECT * FROM agent_status")), "the agent status in the store")
+    [row] = influx_store.rows("SELECT * FROM agent_status")
+    assert before <= row.ts_ms <= int(time.time() * 1000)
+    assert row.tags["site"] == SITE
+    assert row.fields == {"agent": "edge-1", "status": "offline", "detail": "connection lost"}
+    assert collector.stats["invalid"] == {}
+
+
+def test_a_seq_reused_for_other_content_is_flagged_but_written(
+    tmp_path: Path, client: Client, influx_store: InfluxStore, make_collector: Callable[..., Collector]
+) -> None:
+    dl = tmp_path / "dl.jsonl"
+    collector = make_collector(influx_store, dead_letter=dl)
+    collector.start()
+    sync(collector, client)
+    first = encode(telemetry("cnc-01", 5, [{"ts": T0, "values": {"good_count": 1}}]))
+    other = encode(telemetry("cnc-01", 5, [{"ts": T0 + 1, "values": {"good_count": 2}}]))
+    for payload in (first, first, other):  # a resend of the same bytes is normal
+        client.publish(TELEMETRY_TOPIC, payload)
+    wait_for(lambda: len(rows(influx_store, "cnc-01")) == 2, "both contents written")
+    stats = collector.stats
+    assert (stats["flagged"], stats["invalid"]) == ({"seq-conflict": 1}, {})
+    [letter] = dead_letters(dl)
+    assert (letter["kind"], base64.b64decode(letter["payload_b64"])) == ("seq-conflict", other)
+    assert "seq 5" in letter["detail"]
+
+
+def test_retained_junk_is_refused_once_not_on_every_reconnect(
+    tmp_path: Path,
+    broker: Mosquitto,
+    client: Client,
+    influx_store: InfluxStore,
+    make_collector: Callable[..., Collector],
+) -> None:
+    junk = encode({**STATUS_OK, "agent": "edge-2"})  # edge-2 does not serve cnc-01
+    assert client.link.publish(STATUS_TOPIC, junk, qos=1, retain=True).wait(10)
+    dl = tmp_path / "dl.jsonl"
+    client_id = f"collector-{uuid.uuid4().hex[:10]}"
+    collector = make_collector(influx_store, dead_letter=dl, client_id=client_id)
+    collector.start()
+    wait_for(lambda: collector.stats["invalid"] == {"agent-not-serving": 1}, "the retained junk refused")
+    # Take the session over: the collector reconnects, subscribes again and the broker resends what it retains.
+    intruder = MqttLink(MqttSettings.from_url(broker.url), client_id)
+    intruder.start()
+    assert intruder.wait_connected(10)
+    intruder.stop()
+    wait_for(lambda: collector.stats["connects"] >= 2, "the collector reconnected")
+    wait_for(lambda: collector.stats["retained_repeats"] == 1, "the resent junk acked silently")
+    assert collector.stats["invalid"] == {"agent-not-serving": 1}
+    assert [letter["kind"] for letter in dead_letters(dl)] == ["agent-not-serving"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import pytest
 
@@ -75,4 +76,32 @@ def test_refuses_bad_numbers(argv: list[str], capsys: pytest.CaptureFixture[str]
 
 def test_bad_mqtt_url_exits_2() -> None:
     args = _parser().parse_args(["collect", "--mqtt", "http://nope"])
+    assert cli.run(args) == 2
+
+
+def test_delivery_auth_and_metrics_flags() -> None:
+    args = _parser().parse_args(
+        [
+            "collect",
+            "--mqtt-username", "collector-a",
+            "--mqtt-protocol", "5",
+            "--session-expiry", "3600",
+            "--influx-rp", "week",
+            "--influx-token-file", "/run/secrets/influx",
+            "--max-queue-points", "50",
+            "--metrics-port", "0",
+            "--unhealthy-after", "30",
+        ]
+    )  # fmt: skip
+    assert (args.mqtt_username, args.mqtt_protocol, args.session_expiry) == ("collector-a", "5", 3600)
+    assert (args.influx_rp, str(args.influx_token_file), args.max_queue_points) == ("week", "/run/secrets/influx", 50)
+    assert (args.metrics_port, args.metrics_host, args.unhealthy_after) == (0, "127.0.0.1", 30.0)
+    defaults = _parser().parse_args(["collect"])
+    assert (defaults.session_expiry, defaults.metrics_port, defaults.unhealthy_after) == (86_400, None, 60.0)
+
+
+def test_token_and_user_together_exit_2(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("t0k\n")
+    args = _parser().parse_args(["collect", "--influx-user", "u", "--influx-token-file", str(token)])
     assert cli.run(args) == 2

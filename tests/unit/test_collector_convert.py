@@ -129,3 +129,28 @@ def test_commit_messages_group_by_agent_and_machine() -> None:
 
 def test_commit_messages_of_nothing_is_nothing() -> None:
     assert commit_messages([]) == {}
+
+
+def test_batch_to_lines_renders_what_batch_to_points_would() -> None:
+    from collector.convert import batch_to_lines, batch_to_points
+    from shopfloor.contracts import TelemetryBatch
+    from shopfloor.influx import to_line
+
+    batch = TelemetryBatch.model_validate(
+        {
+            "v": 1,
+            "agent": "edge-1",
+            "site": "bdg",
+            "machine": "cnc-01",
+            "seq": 3,
+            "samples": [
+                {"ts": 1764291600000, "values": {"state": "RUNNING", "energy_kwh": 2, "job": 'J "7"', "door": True}},
+                {"ts": 1764291600001, "values": {}},
+                {"ts": 1764291600002, "values": {"good_count": 5, "power_kw": 1.5}},
+            ],
+        }
+    )
+    assert batch_to_lines(batch) == [to_line(p) for p in batch_to_points(batch)]
+    assert batch_to_lines(batch)[0] == (
+        'telemetry,machine=cnc-01,site=bdg door=true,energy_kwh=2.0,job="J \\"7\\"",state="RUNNING" 1764291600000'
+    )

@@ -1,0 +1,366 @@
+"""How fast the collector drains a broker backlog into InfluxDB, next to the broker's and the store's own rates.
+
+In one run, on local Mosquitto and InfluxDB servers of its own:
+  (a) broker: a plain paho QoS1 subscriber (auto-ack) drains a backlog preloaded into its persistent session;
+  (b) store: one thread writes the collector's own line protocol to /write in batches of --batch-points;
+  (c) collector: `shopfloor collect` processes (1 and 2 replicas on a shared subscription) drain the same kind of
+      backlog preloaded into their persistent sessions; timed from their broker connect to the last sample landed
+      (a count() query), with CPU (utime+stime from /proc) and peak RSS (VmHWM) per process.
+Each collector figure is also given as a ratio to min(a, b) for the same message shape. Prints; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from collector.convert import batch_to_points  # noqa: E402
+from shopfloor.contracts import TelemetryBatch  # noqa: E402
+from shopfloor.influx import InfluxStore, to_line  # noqa: E402
+from shopfloor.services import InfluxDB, Mosquitto, temp_workdir  # noqa: E402
+
+SITE = "bdg"
+AGENT = "edge-1"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+WATCHDOG_S = 600
+
+
+# ---- workload -------------------------------------------------------------------------------------------------
+
+
+def site_file(workdir: Path, machines: int) -> Path:
+    """A site of `machines` CNC mills, all served by edge-1 (the collector checks every message against it)."""
+    profiles = REPO / "shopfloor" / "examples" / "profiles"
+    lines = [
+        "site: {id: bdg, name: Bench, timezone: Asia/Jakarta}",
+        f"profiles: [{profiles / 'cnc-mill-v1.yaml'}]",
+        "machines:",
+        *(
+            f"  - {{id: m-{i:04d}, name: m{i}, profile: cnc-mill-v1, host: 127.0.0.1, port: {20000 + i}, unit_id: 1}}"
+            for i in range(machines)
+        ),
+        f"agents:\n  - id: {AGENT}\n    machines: [{', '.join(f'm-{i:04d}' for i in range(machines))}]",
+        "tenants: []",
+        "api_keys: []",
+    ]
+    path = workdir / "site.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def payloads(messages: int, samples: int, machines: int, t0_ms: int) -> Iterator[tuple[str, bytes]]:
+    """Telemetry messages as an agent sends them: round-robin over machines, seq +1 per machine, unique ts."""
+    for n in range(messages):
+        machine, seq = f"m-{n % machines:04d}", n // machines + 1
+        base = t0_ms + seq * samples * 10
+        body = {
+            "v": 1,
+            "agent": AGENT,
+            "site": SITE,
+            "machine": machine,
+            "seq": seq,
+            "samples": [
+                {
+                    "ts": base + k * 10,
+                    "values": {
+                        "state": "RUNNING",
+                        "good_count": seq * samples + k,
+                        "spindle_rpm": 8000 + k % 7,
+                        "power_kw": 1.5 + k % 3,
+                        "energy_kwh": 12.5 + seq,
+                    },
+                }
+                for k in range(samples)
+            ],
+        }
+        yield f"shopfloor/v1/{SITE}/{machine}/telemetry", json.dumps(body, separators=(",", ":")).encode()
+
+
+# ---- MQTT (plain paho: the bench is no component) -------------------------------------------------------------
+
+
+def _client(client_id: str, *, persistent: bool) -> paho.Client:
+    c = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
+    c.max_inflight_messages_set(1000)
+    c.max_queued_messages_set(0)
+    return c
+
+
+def _connect(c: paho.Client, port: int, *, persistent: bool) -> None:
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    if persistent:
+        props.SessionExpiryInterval = 3600
+    connected = threading.Event()
+    c.on_connect = lambda *_a: connected.set()
+    c.connect("127.0.0.1", port, clean_start=not persistent, properties=props)
+    c.loop_start()
+    if not connected.wait(10):
+        raise RuntimeError("could not connect to the bench broker")
+
+
+def make_session(port: int, client_id: str, filter_: str) -> None:
+    """Create a persistent session subscribed to filter_ (QoS1), then leave it offline."""
+    c = _client(client_id, persistent=True)
+    _connect(c, port, persistent=True)
+    done = threading.Event()
+    c.on_subscribe = lambda *_a: done.set()
+    c.subscribe(filter_, qos=1)
+    done.wait(10)
+    c.disconnect()
+    c.loop_stop()
+
+
+def publish_all(port: int, messages: Iterator[tuple[str, bytes]]) -> int:
+    """Publish at QoS1 and wait for every PUBACK; return the count."""
+    c = _client(f"bench-pub-{uuid.uuid4().hex[:6]}", persistent=False)
+    _connect(c, port, persistent=False)
+    infos = []
+    for topic, body in messages:
+        infos.append(c.publish(topic, body, qos=1))
+        if len(infos) % 1000 == 0:
+            infos[-1000].wait_for_publish(30)
+    for info in infos:
+        info.wait_for_publish(30)
+    c.disconnect()
+    c.loop_stop()
+    return len(infos)
+
+
+def drain_rate(port: int, client_id: str, expected: int) -> float:
+    """Connect the persistent session and receive its backlog (paho acks QoS1 itself); return messages/s."""
+    c = _client(client_id, persistent=True)
+    got = 0
+    done = threading.Event()
+    first: list[float] = []
+
+    def on_message(*_a: object) -> None:
+        nonlocal got
+        if not first:
+            first.append(time.perf_counter())
+        got += 1
+        if got >= expected:
+            done.set()
+
+    c.on_message = on_message
+    t0 = time.perf_counter()
+    _connect(c, port, persistent=True)
+    done.wait(300)
+    elapsed = time.perf_counter() - t0
+    c.disconnect()
+    c.loop_stop()
+    return got / elapsed
+
+
+# ---- processes ------------------------------------------------------------------------------------------------
+
+
+def cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def peak_rss_mib(pid: int) -> float:
+    m = re.search(r"VmHWM:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text())
+    return int(m.group(1)) / 1024 if m else float("nan")
+
+
+@dataclass
+class Replica:
+    proc: subprocess.Popen[str]
+    connected_at: float = 0.0
+    cpu_at_connect: float = 0.0
+    log: list[str] | None = None
+
+
+def start_replica(argv: list[str]) -> Replica:
+    """Start `shopfloor collect`; note the time (and CPU so far) when it reports its broker connection."""
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
+    rep = Replica(proc, log=[])
+    ready = threading.Event()
+
+    def read() -> None:
+        assert proc.stdout is not None and rep.log is not None
+        for line in proc.stdout:
+            rep.log.append(line)
+            if not ready.is_set() and "connected to MQTT broker" in line:
+                rep.connected_at = time.perf_counter()
+                rep.cpu_at_connect = cpu_s(proc.pid)
+                ready.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    if not ready.wait(60):
+        proc.kill()
+        raise RuntimeError("collector did not connect:\n" + "".join(rep.log or [])[-3000:])
+    return rep
+
+
+def stop_replica(rep: Replica) -> None:
+    rep.proc.send_signal(signal.SIGTERM)
+    try:
+        rep.proc.wait(30)
+    except subprocess.TimeoutExpired:
+        rep.proc.kill()
+        rep.proc.wait()
+
+
+def landed(store: InfluxStore) -> int:
+    try:
+        series = store.query("SELECT count(good_count) FROM telemetry")
+    except Exception:
+        return 0
+    return int(series[0]["values"][0][1]) if series else 0
+
+
+# ---- the run --------------------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--messages-1", type=int, default=20_000, help="1-sample messages per run (default: 20000)")
+    p.add_argument("--messages-100", type=int, default=4_000, help="100-sample messages per run (default: 4000)")
+    p.add_argument("--machines", type=int, default=50, help="machines the messages spread over (default: 50)")
+    p.add_argument("--replicas", default="1,2", help="replica counts to run (default: 1,2)")
+    p.add_argument("--batch-points", type=int, default=5000, help="collector and raw write batch (default: 5000)")
+    p.add_argument("--raw-points", type=int, default=300_000, help="points for the raw store rate (default: 300000)")
+    p.add_argument("--collector-arg", action="append", default=[], help="extra `shopfloor collect` flag")
+    args = p.parse_args()
+    timer = threading.Timer(WATCHDOG_S, lambda: os._exit(3))
+    timer.daemon = True
+    timer.start()
+
+    workdir = temp_workdir("sf-bench-collector-")
+    broker = Mosquitto(workdir)
+    # A deep broker queue: the whole backlog must stay queued for the offline sessions.
+    broker.conf.write_text(
+        broker.conf.read_text().replace("max_queued_messages 100000", "max_queued_messages 0\nmax_queued_bytes 0")
+    )
+    broker.start()
+    influx = InfluxDB(workdir).start()
+    site = site_file(workdir, args.machines)
+    t0_ms = int(time.time() * 1000) - 3_600_000  # an hour ago: inside the collector's skew window
+    shapes = [(1, args.messages_1), (100, args.messages_100)]
+    replicas = [int(r) for r in args.replicas.split(",") if r]
+    print(f"collector throughput bench: {os.cpu_count()} cores, {args.machines} machines, batch {args.batch_points}")
+    try:
+        broker_rate: dict[int, float] = {}
+        for samples, messages in shapes:
+            sid = f"bench-sub-{samples}"
+            make_session(broker.port, sid, f"shopfloor/v1/{SITE}/+/telemetry")
+            publish_all(broker.port, payloads(messages, samples, args.machines, t0_ms))
+            rate = drain_rate(broker.port, sid, messages)
+            broker_rate[samples] = rate
+            print(
+                f"(a) broker -> paho QoS1 subscriber, {samples:>3}-sample messages: {rate:>9,.0f} msg/s "
+                f"= {rate * samples:>10,.0f} samples/s"
+            )
+
+        lines = [
+            to_line(pt)
+            for _, body in payloads(max(1, args.raw_points // 100), 100, args.machines, t0_ms)
+            for pt in batch_to_points(TelemetryBatch.model_validate_json(body))
+        ]
+        with InfluxStore(influx.url, "raw") as raw:
+            raw.ensure_database()
+            t = time.perf_counter()
+            for i in range(0, len(lines), args.batch_points):
+                raw.write_lines(lines[i : i + args.batch_points])
+            store_rate = len(lines) / (time.perf_counter() - t)
+        print(f"(b) InfluxDB raw line-protocol writes, batches of {args.batch_points}: {store_rate:>10,.0f} samples/s")
+        print()
+        print(
+            f"{'(c) collector':<16} {'replicas':>8} {'samples/s':>11} {'msgs/s':>9} {'ratio':>6} "
+            f"{'CPU-ms/1k samples':>18} {'peak RSS MiB':>13} {'per replica (samples)':>24}"
+        )
+        for samples, messages in shapes:
+            baseline = min(broker_rate[samples] * samples, store_rate)
+            for n in replicas:
+                run_collectors(args, broker, influx, site, samples, messages, n, t0_ms, baseline)
+        print()
+        print("ratio = collector samples/s / min(a, b) for the same message shape")
+    finally:
+        influx.stop()
+        broker.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def run_collectors(
+    args: argparse.Namespace,
+    broker: Mosquitto,
+    influx: InfluxDB,
+    site: Path,
+    samples: int,
+    messages: int,
+    n: int,
+    t0_ms: int,
+    baseline: float,
+) -> None:
+    database = f"bench_{samples}_{n}_{uuid.uuid4().hex[:6]}"
+    # A group of its own per run: the offline sessions of an earlier run in the same group would take a share.
+    prefix = f"$share/bench-{samples}-{n}/" if n > 1 else ""
+    ids = [f"bench-collector-{samples}-{n}-{k}" for k in range(n)]
+
+    def argv(client_id: str) -> list[str]:
+        return [
+            sys.executable, "-m", "shopfloor.cli", "collect",
+            "--site", str(site),
+            "--mqtt", broker.url,
+            "--influx-url", influx.url,
+            "--influx-db", database,
+            "--client-id", client_id,
+            "--topic-prefix", prefix,
+            "--batch-points", str(args.batch_points),
+            "--summary-interval", "3600",
+            *args.collector_arg,
+        ]  # fmt: skip
+
+    # First run: creates the database and the persistent sessions (with the subscription), then stops cleanly.
+    for rep in [start_replica(argv(cid)) for cid in ids]:
+        stop_replica(rep)
+    publish_all(broker.port, payloads(messages, samples, args.machines, t0_ms))
+    total = messages * samples
+    reps = [start_replica(argv(cid)) for cid in ids]
+    t_start = min(r.connected_at for r in reps)
+    with InfluxStore(influx.url, database) as store:
+        deadline = time.perf_counter() + 300
+        while landed(store) < total and time.perf_counter() < deadline:
+            time.sleep(0.05)
+        elapsed = time.perf_counter() - t_start
+        got = landed(store)
+    cpu = sum(cpu_s(r.proc.pid) - r.cpu_at_connect for r in reps)
+    rss = max(peak_rss_mib(r.proc.pid) for r in reps)
+    for r in reps:
+        stop_replica(r)
+    split = []
+    for r in reps:
+        m = re.findall(r"wrote \d+ messages \((\d+) points\)", "".join(r.log or []))
+        split.append(m[-1] if m else "?")
+    rate = got / elapsed
+    note = "" if got == total else f"  ONLY {got:,} of {total:,} landed"
+    print(
+        f"{f'{samples}-sample msgs':<16} {n:>8} {rate:>11,.0f} {rate / samples:>9,.0f} {rate / baseline:>6.2f} "
+        f"{1000 * cpu / max(got, 1) * 1000:>18.2f} {rss:>13.1f} {' / '.join(split):>24}{note}"
+    )
+
+
+if __name__ == "__main__":
+    main()
