@@ -221,7 +221,7 @@ def _duration_ms(text: str) -> int:
 
 def add_parser(sub: Any) -> None:
     """Register `shopfloor collect`."""
-    from shopfloor.cli import add_common, add_influx, add_mqtt, add_mqtt_login
+    from shopfloor.cli import add_common, add_influx, add_metrics, add_mqtt, add_mqtt_login
 
     p = sub.add_parser(
         "collect",
@@ -314,15 +314,7 @@ def add_parser(sub: Any) -> None:
         help="points held in memory before the collector pauses (stops taking messages until drained; default: "
         "4 x --batch-points)",
     )
-    g = p.add_argument_group("metrics and health")
-    g.add_argument(
-        "--metrics-port",
-        type=int,
-        default=None,
-        metavar="PORT",
-        help="serve Prometheus /metrics and /healthz on this port (default: off; 0: any free port)",
-    )
-    g.add_argument("--metrics-host", default="127.0.0.1", help="address to serve metrics on (default: %(default)s)")
+    g = add_metrics(p)
     g.add_argument(
         "--unhealthy-after",
         type=_positive_float,

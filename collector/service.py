@@ -436,35 +436,29 @@ class Collector:
     def _refuse(self, msg: InboundMessage, kind: str, detail: str) -> None:
         with self._stats_lock:
             self._invalid[kind] += 1
-        where = self._dead_letter_to(msg.topic, msg.payload, kind, detail)
-        if self._first_time(kind):
-            log.warning(
-                "collector %r: refused a message on %s (%s: %s); not written, %s, acked. Further %r messages are "
-                "only counted (see the periodic summary)",
-                self.client_id,
-                msg.topic,
-                kind,
-                detail,
-                where,
-                kind,
-            )
+        self._report(msg, kind, detail, "refused a message", "not written, {where}, acked", "the periodic summary")
         self._ack_now(msg)
 
     def _flag(self, msg: InboundMessage, kind: str, detail: str) -> None:
         """Count, dead-letter a copy of and log once a message that is written all the same."""
         with self._stats_lock:
             self._flagged[kind] += 1
+        self._report(msg, kind, detail, "flagged a message", "written all the same, copy {where}", "stats")
+
+    def _report(self, msg: InboundMessage, kind: str, detail: str, what: str, outcome: str, counted_in: str) -> None:
+        """Dead-letter msg with its reason; log the first of each kind (the rest are only counted)."""
         where = self._dead_letter_to(msg.topic, msg.payload, kind, detail)
         if self._first_time(kind):
             log.warning(
-                "collector %r: flagged a message on %s (%s: %s); written all the same, copy %s. Further %r messages "
-                "are only counted (see stats)",
+                "collector %r: %s on %s (%s: %s); %s. Further %r messages are only counted (see %s)",
                 self.client_id,
+                what,
                 msg.topic,
                 kind,
                 detail,
-                where,
+                outcome.format(where=where),
                 kind,
+                counted_in,
             )
 
     def _dead_letter_to(self, topic: str, payload: bytes, kind: str, detail: str) -> str:

@@ -13,7 +13,7 @@ from typing import Any
 
 from edge_agent.agent import AgentError, AgentOptions, EdgeAgent
 from edge_agent.delivery import DeliveryOptions
-from shopfloor.cli import LOG_FORMAT, add_common, add_mqtt, add_mqtt_login, mqtt_settings
+from shopfloor.cli import LOG_FORMAT, add_common, add_metrics, add_mqtt, add_mqtt_login, mqtt_settings
 from shopfloor.codec import describe_plan, plan_reads
 from shopfloor.config import load_site
 from shopfloor.settings import Settings
@@ -80,15 +80,7 @@ def add_parser(sub: Any) -> None:
         "--resend-rate", type=float, default=200, metavar="N", help="most resent messages per second (default: 200)"
     )
     add_mqtt_login(p)
-    g = p.add_argument_group("metrics")
-    g.add_argument(
-        "--metrics-port",
-        type=int,
-        default=None,
-        metavar="PORT",
-        help="serve Prometheus /metrics and /healthz on this port (default: off; 0: any free port)",
-    )
-    g.add_argument("--metrics-host", default="127.0.0.1", help="address to serve metrics on (default: %(default)s)")
+    add_metrics(p)
     p.set_defaults(func=run)
 
 

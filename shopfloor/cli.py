@@ -36,6 +36,20 @@ def add_mqtt(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_metrics(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """Add --metrics-port and --metrics-host; return the group for a component's own health options."""
+    g = parser.add_argument_group("metrics and health")
+    g.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        metavar="PORT",
+        help="serve Prometheus /metrics and /healthz on this port (default: off; 0: any free port)",
+    )
+    g.add_argument("--metrics-host", default="127.0.0.1", help="address to serve metrics on (default: %(default)s)")
+    return g
+
+
 def add_mqtt_login(parser: argparse.ArgumentParser) -> None:
     """Add the broker login and TLS options that mqtt_settings() reads."""
     g = parser.add_argument_group("broker login and TLS")
