@@ -197,6 +197,8 @@ class Collector:
             manual_ack=True,
             on_message=self._on_message,
             on_connect=self._on_connect,
+            # Never more unacked messages in flight to us than the queue holds points (a message has >= 1).
+            receive_maximum=min(65535, self.max_queue_points),
         )
         link.subscribe(self.filters, qos=1)
         return link

@@ -202,7 +202,11 @@ class MqttLink:
         on_connect: Callable[[], None] | None = None,
         on_publish_done: PublishDone | None = None,
         max_inflight: int = 100,
+        receive_maximum: int | None = None,
     ) -> None:
+        if receive_maximum is not None and not 1 <= receive_maximum <= 65535:
+            raise ValueError(f"MQTT receive maximum must be 1..65535, got {receive_maximum!r}")
+        self._receive_maximum = receive_maximum
         self.settings = settings
         self.client_id = client_id
         self._persistent = persistent_session
@@ -461,9 +465,14 @@ class MqttLink:
         """Connect in the background; the link keeps reconnecting until stop()."""
         if self._v5:
             props: Properties | None = None
-            if self._persistent:
+            if self._persistent or self._receive_maximum is not None:
                 props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-                props.SessionExpiryInterval = self.settings.session_expiry_s
+                if self._persistent:
+                    props.SessionExpiryInterval = self.settings.session_expiry_s
+                if self._receive_maximum is not None:
+                    # How many QoS 1 messages the broker may have in flight to us: a consumer that acks only after
+                    # its store wrote sizes this to its batch, so the broker keeps the batch coming.
+                    props.ReceiveMaximum = self._receive_maximum
             self._client.connect_async(
                 self.settings.host,
                 self.settings.port,

@@ -350,3 +350,35 @@ def test_broker_never_there_logs_one_line(caplog: pytest.LogCaptureFixture, tmp_
     with running(MqttLink(settings, cid())) as link:
         wait_for(lambda: link.stats["connect_failures"] >= 5, "five failed attempts")
     assert messages(caplog.records, "cannot connect to MQTT broker") == 1
+
+
+def test_receive_maximum_bounds_what_the_broker_sends_before_our_acks(mosquitto: Mosquitto) -> None:
+    # A consumer that acks only after its store wrote tells the broker how many QoS 1 messages may be in flight.
+    got: list[InboundMessage] = []
+    lock = threading.Lock()
+
+    def on(msg: InboundMessage) -> None:
+        with lock:
+            got.append(msg)
+
+    topic = f"test/rm/{uuid.uuid4().hex[:8]}"
+    consumer = MqttLink(
+        MqttSettings.from_url(mosquitto.url), cid(), manual_ack=True, on_message=on, receive_maximum=5
+    )
+    consumer.subscribe([topic], qos=1)
+    publisher = MqttLink(MqttSettings.from_url(mosquitto.url), cid())
+    with running(consumer), running(publisher):
+        assert consumer.wait_connected(10) and publisher.wait_connected(10)
+        time.sleep(0.3)  # the consumer's SUBACK
+        for i in range(20):
+            assert publisher.publish(topic, str(i).encode(), qos=1).wait(5)
+        wait_for(lambda: len(got) >= 5, "the first 5 messages")
+        time.sleep(0.5)  # the broker would have sent more by now if it did not honour the limit
+        with lock:
+            first = list(got)
+        assert [m.payload for m in first] == [str(i).encode() for i in range(5)]
+        for msg in first:
+            consumer.ack(msg.mid, msg.qos)
+        wait_for(lambda: len(got) >= 10, "5 more after the acks")
+    with pytest.raises(ValueError, match="receive maximum must be 1..65535"):
+        MqttLink(MqttSettings.from_url(mosquitto.url), cid(), receive_maximum=0)
