@@ -299,6 +299,164 @@ def decode_payload(payload: bytes) -> Any:
     return data
 
 
+# ---- the fast pass: telemetry validated by hand ------------------------------------------------------------------
+#
+# Every message goes through here, so TelemetryBatch.model_validate (and Sample's per-signal validator, called back
+# from pydantic-core once per sample) is too slow. The pass below checks the decoded JSON against the same rules and
+# builds the models without validating them again. It is only ever a shortcut to acceptance: it returns None at the
+# first thing it is not sure of (including what the models would accept after coercing it, e.g. "v": 1.0), and the
+# caller then runs the models, which accept or say what is wrong exactly as before.
+
+_SEQ_MAX = 2**63 - 1
+_STATES = MachineState.__members__
+_CANONICAL_KIND = CANONICAL_SIGNALS.get
+_isfinite = math.isfinite
+# Signal names seen valid: few distinct strings, checked by regex once each (bounded; a racy insert is harmless).
+_VALID_SIGNALS: dict[str, bool] = {}
+_MAX_VALID_SIGNALS = 10_000
+_setattr = object.__setattr__
+_new = object.__new__
+
+
+def _construct_exact(cls: type[BaseModel], fields: dict[str, Any]) -> Any:
+    """What model_construct(**fields) builds when fields holds every field of cls, without its per-field loop."""
+    model = _new(cls)
+    _setattr(model, "__dict__", fields)
+    _setattr(model, "__pydantic_fields_set__", set(fields))
+    _setattr(model, "__pydantic_extra__", None)
+    _setattr(model, "__pydantic_private__", None)
+    return model
+
+
+def _model_state(model: BaseModel) -> tuple[Any, ...]:
+    return (
+        type(model),
+        model.__dict__,
+        model.__pydantic_fields_set__,
+        model.__pydantic_extra__,
+        model.__pydantic_private__,
+    )
+
+
+def _construct_is_exact() -> bool:
+    """Whether _construct_exact builds what pydantic's own constructors do (checked once, for this pydantic)."""
+    try:
+        fields: dict[str, Any] = {"ts": MIN_TS_MS, "values": {"x": 1}}
+        by_hand = _construct_exact(Sample, dict(fields))
+        return (
+            not Sample.__private_attributes__
+            and not TelemetryBatch.__private_attributes__
+            and not Sample.__pydantic_post_init__
+            and not TelemetryBatch.__pydantic_post_init__
+            and set(Sample.model_fields) == set(fields)
+            and _model_state(by_hand) == _model_state(Sample.model_construct(**dict(fields)))
+            and _model_state(by_hand) == _model_state(Sample.model_validate(dict(fields)))
+        )
+    except Exception:  # a pydantic that works otherwise inside: use its model_construct
+        return False
+
+
+if _construct_is_exact():
+
+    def trusted_sample(ts: int, values: dict[str, SignalValue]) -> Sample:
+        """A Sample of values the caller has checked as Sample validation would (nothing is checked here)."""
+        model: Sample = _construct_exact(Sample, {"ts": ts, "values": values})
+        return model
+
+    def trusted_batch(agent: str, site: str, machine: str, seq: int, samples: list[Sample]) -> TelemetryBatch:
+        """A TelemetryBatch the caller has checked as its validation would (nothing is checked here)."""
+        fields = {"v": 1, "agent": agent, "site": site, "machine": machine, "seq": seq, "samples": samples}
+        model: TelemetryBatch = _construct_exact(TelemetryBatch, fields)
+        return model
+
+else:  # pragma: no cover - another pydantic's internals
+
+    def trusted_sample(ts: int, values: dict[str, SignalValue]) -> Sample:
+        """A Sample of values the caller has checked as Sample validation would (nothing is checked here)."""
+        return Sample.model_construct(ts=ts, values=values)
+
+    def trusted_batch(agent: str, site: str, machine: str, seq: int, samples: list[Sample]) -> TelemetryBatch:
+        """A TelemetryBatch the caller has checked as its validation would (nothing is checked here)."""
+        return TelemetryBatch.model_construct(v=1, agent=agent, site=site, machine=machine, seq=seq, samples=samples)
+
+
+def fast_header(data: Any) -> tuple[str, str, str, int, list[Any]] | None:
+    """agent, site, machine, seq and samples of a dict that has exactly TelemetryBatch's keys, each plainly valid
+    (samples: a list of 1..MAX_SAMPLES_PER_BATCH items, not checked further); None if anything is less plain."""
+    if type(data) is not dict or len(data) != 6:
+        return None
+    v, agent, site, machine = data.get("v"), data.get("agent"), data.get("site"), data.get("machine")
+    seq, samples = data.get("seq"), data.get("samples")
+    if (
+        type(v) is not int
+        or v != SCHEMA_VERSION
+        or type(agent) is not str
+        or type(site) is not str
+        or type(machine) is not str
+        or type(seq) is not int
+        or not 0 <= seq <= _SEQ_MAX
+        or type(samples) is not list
+        or not 1 <= len(samples) <= MAX_SAMPLES_PER_BATCH
+        or not _ID_RE.match(agent)
+        or not _ID_RE.match(site)
+        or not _ID_RE.match(machine)
+    ):
+        return None
+    return agent, site, machine, seq, samples
+
+
+def _plain_signal(name: str, value: Any) -> bool:
+    """Whether value passes Sample's field types (StrictBool | StrictInt | StrictFloat | StrictStr) and check_signal."""
+    if type(name) is not str:
+        return False
+    if name not in _VALID_SIGNALS:
+        if not _SIGNAL_RE.match(name):
+            return False
+        if len(_VALID_SIGNALS) < _MAX_VALID_SIGNALS:
+            _VALID_SIGNALS[name] = True
+    t = type(value)
+    kind = _CANONICAL_KIND(name)
+    if kind is None:
+        if t is float:
+            return _isfinite(value)
+        if t is str:
+            return len(value) <= MAX_STRING_VALUE
+        return t is int or t is bool
+    if kind is SignalKind.INT:
+        return t is int and value >= 0
+    if kind is SignalKind.FLOAT:
+        return (t is int and value >= 0) or (t is float and _isfinite(value) and value >= 0)
+    if kind is SignalKind.STATE:
+        return t is str and value in _STATES
+    return t is str and len(value) <= MAX_STRING_VALUE  # SignalKind.STR
+
+
+def fast_telemetry(data: Any) -> TelemetryBatch | None:
+    """The TelemetryBatch that TelemetryBatch.model_validate(data) returns, if data is plainly valid; else None.
+
+    None does not say data is invalid, only that the models must decide. Does not modify data.
+    """
+    header = fast_header(data)
+    if header is None:
+        return None
+    agent, site, machine, seq, raw_samples = header
+    samples: list[Sample] = []
+    append = samples.append
+    for raw in raw_samples:
+        if type(raw) is not dict or len(raw) != 2:
+            return None
+        ts, values = raw.get("ts"), raw.get("values")
+        if type(ts) is not int or not MIN_TS_MS <= ts <= MAX_TS_MS:
+            return None
+        if type(values) is not dict or len(values) > MAX_SIGNALS_PER_SAMPLE:
+            return None
+        for name, value in values.items():
+            if not _plain_signal(name, value):
+                return None
+        append(trusted_sample(ts, dict(values)))
+    return trusted_batch(agent, site, machine, seq, samples)
+
+
 def _first_error(exc: ValidationError) -> str:
     err = exc.errors()[0]
     loc = ".".join(str(p) for p in err["loc"]) or "payload"
@@ -306,7 +464,19 @@ def _first_error(exc: ValidationError) -> str:
 
 
 def validate_telemetry(topic: Topic, data: Any) -> TelemetryBatch:
-    """Validate decoded telemetry (see decode_payload) from topic; raise PayloadError if it must not be written."""
+    """Validate decoded telemetry (see decode_payload) from topic; raise PayloadError if it must not be written.
+
+    Accepts and refuses exactly what validate_telemetry_model does (tests/unit/test_contracts_fast.py): a hand-written
+    pass over the JSON accepts what plainly holds, anything else goes to the model, which says what is wrong.
+    """
+    batch = fast_telemetry(data)
+    if batch is None or batch.site != topic.site or batch.machine != topic.machine:
+        return validate_telemetry_model(topic, data)
+    return batch
+
+
+def validate_telemetry_model(topic: Topic, data: Any) -> TelemetryBatch:
+    """validate_telemetry through the pydantic models only: the reference the fast pass is tested against."""
     try:
         batch = TelemetryBatch.model_validate(data)
     except ValidationError as exc:
