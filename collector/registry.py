@@ -18,18 +18,27 @@ from typing import Any, NoReturn
 from shopfloor.config import DataType, RegisterSpec, SiteConfig
 from shopfloor.contracts import (
     CANONICAL_SIGNALS,
+    MAX_SIGNALS_PER_SAMPLE,
     MAX_STRING_VALUE,
+    MAX_TS_MS,
+    MIN_TS_MS,
+    MachineState,
     PayloadError,
+    Sample,
     SignalKind,
     StatusMessage,
     TelemetryBatch,
     Topic,
     TopicKind,
     decode_payload,
+    fast_header,
     is_reserved_signal,
     is_valid_id,
+    is_valid_signal,
+    trusted_batch,
+    trusted_sample,
     validate_status,
-    validate_telemetry,
+    validate_telemetry_model,
 )
 
 DEFAULT_MAX_AHEAD_MS = 300_000  # 5 min
@@ -195,6 +204,11 @@ class Registry:
         self.max_ahead_ms = max_ahead_ms
         self.max_behind_ms = max_behind_ms
         self.backfill = backfill
+        # Per machine: per signal the fast pass's rule (signals the fast pass leaves to the model are absent).
+        self._fast_rules: dict[str, dict[str, _FastRule]] = {
+            machine: {name: fast for name, rule in r.signals.items() if (fast := _fast_rule(name, rule)) is not None}
+            for machine, r in self.machines.items()
+        }
 
     @classmethod
     def from_site(
@@ -241,11 +255,84 @@ class Registry:
 
         Raise PayloadError otherwise. The registry's own kinds are checked on the decoded JSON before the
         payload model, so a value the profile types differently says wrong-type rather than invalid-payload.
+
+        Accepts and refuses exactly what check_telemetry_model does (tests/unit/test_contracts_fast.py): one pass
+        over the samples accepts what plainly holds; anything else is decoded again and goes through the model.
         """
         if topic.kind is not TopicKind.TELEMETRY:
             raise ValueError(f"{topic} is not a telemetry topic")
         rules = self._machine(topic)
-        data = decode_payload(payload)
+        batch = self._fast_telemetry(topic, decode_payload(payload), rules, now_ms)
+        if batch is not None:
+            return batch
+        # The fast pass may have turned ints into floats before it stopped: the model gets the payload as sent.
+        return self._check_telemetry_data(topic, decode_payload(payload), rules, now_ms)
+
+    def check_telemetry_model(self, topic: Topic, payload: bytes, now_ms: int) -> TelemetryBatch:
+        """check_telemetry through the registry's checks and the pydantic models only: the reference."""
+        if topic.kind is not TopicKind.TELEMETRY:
+            raise ValueError(f"{topic} is not a telemetry topic")
+        rules = self._machine(topic)
+        return self._check_telemetry_data(topic, decode_payload(payload), rules, now_ms)
+
+    def _fast_telemetry(self, topic: Topic, data: Any, rules: MachineRules, now_ms: int) -> TelemetryBatch | None:
+        """The batch check_telemetry_model returns, if data plainly passes every check; None: let the model decide.
+
+        One pass: per sample its ts (contract bounds and skew window), per value the profile's rule folded with
+        the contract's (see _fast_rule). Turns ints where a float is declared into floats in data, as the model
+        path does, and keeps data's values dicts in the batch (data is this message's own).
+        """
+        header = fast_header(data)
+        if header is None:
+            return None
+        agent, site, machine, seq, raw_samples = header
+        if site != topic.site or machine != topic.machine:
+            return None
+        if self.agents is not None and (agent != rules.agent or agent not in self.agents):
+            return None
+        fast = self._fast_rules.get(topic.machine)
+        if fast is None:
+            return None
+        low_ts = MIN_TS_MS if self.backfill else max(MIN_TS_MS, now_ms - self.max_behind_ms)
+        high_ts = min(MAX_TS_MS, now_ms + self.max_ahead_ms)
+        samples: list[Sample] = []
+        append = samples.append
+        for raw in raw_samples:
+            if type(raw) is not dict or len(raw) != 2:
+                return None
+            ts, values = raw.get("ts"), raw.get("values")
+            if type(ts) is not int or not low_ts <= ts <= high_ts:
+                return None
+            if type(values) is not dict or len(values) > MAX_SIGNALS_PER_SAMPLE:
+                return None
+            for name, value in values.items():
+                rule = fast.get(name)
+                if rule is None:
+                    return None
+                code, low, high, labels, max_length = rule
+                t = type(value)
+                if code is _FAST_FLOAT:
+                    if t is int:
+                        try:
+                            values[name] = value = float(value)
+                        except OverflowError:
+                            return None
+                    elif t is not float:
+                        return None
+                    if not low <= value <= high:
+                        return None
+                elif code is _FAST_INT:
+                    if t is not int or not low <= value <= high:
+                        return None
+                elif code is _FAST_STR:
+                    if t is not str or len(value) > max_length or (labels is not None and value not in labels):
+                        return None
+                elif t is not bool:
+                    return None
+            append(trusted_sample(ts, values))
+        return trusted_batch(agent, site, machine, seq, samples)
+
+    def _check_telemetry_data(self, topic: Topic, data: Any, rules: MachineRules, now_ms: int) -> TelemetryBatch:
         if isinstance(data, dict):
             agent = data.get("agent")
             if isinstance(agent, str) and is_valid_id(agent):
@@ -253,7 +340,7 @@ class Registry:
             samples = data.get("samples")
             if isinstance(samples, list):
                 self._check_samples(samples, rules)
-        batch = validate_telemetry(topic, data)
+        batch = validate_telemetry_model(topic, data)
         for index, sample in enumerate(batch.samples):
             self._check_ts(sample.ts, now_ms, f"sample {index}")
         return batch
@@ -338,7 +425,10 @@ class Registry:
                 kind = rule.kind
                 if kind is ValueKind.FLOAT:
                     if t is int:
-                        values[name] = value = float(value)  # the store keeps one type per field: float
+                        try:
+                            values[name] = value = float(value)  # the store keeps one type per field: float
+                        except OverflowError:  # beyond any float (1e308): out of every range
+                            self._out_of_range(index, name, value, rule, rules)
                     elif t is not float:
                         self._wrong_type(index, name, value, rule, rules)
                     if not rule.low <= value <= rule.high:
@@ -383,6 +473,56 @@ class Registry:
             "out-of-range",
             f"sample {index}: signal {name!r}: {_show(value)} {what}; profile {rules.profile} allows {rule.describe()}",
         )
+
+
+# The fast pass's rule of one signal: (code, low, high, labels, max_length), the profile's rule with the contract's
+# check_signal folded in, so that a value passing it passes both (see Registry._fast_telemetry).
+_FastRule = tuple[object, float, float, frozenset[str] | None, int]
+_FAST_BOOL, _FAST_INT, _FAST_FLOAT, _FAST_STR = object(), object(), object(), object()
+# Profile kind and canonical kind whose values the contract takes if they are not negative (the registry turns an
+# int where a float is declared into a float, which a canonical int refuses: not here).
+_NON_NEGATIVE = {
+    (ValueKind.INT, SignalKind.INT),
+    (ValueKind.INT, SignalKind.FLOAT),
+    (ValueKind.FLOAT, SignalKind.FLOAT),
+}
+_FAST_CODE = {
+    ValueKind.BOOL: _FAST_BOOL,
+    ValueKind.INT: _FAST_INT,
+    ValueKind.FLOAT: _FAST_FLOAT,
+    ValueKind.STR: _FAST_STR,
+}
+
+
+def _fast_rule(name: str, rule: SignalRule) -> _FastRule | None:
+    """The rule values of signal name must pass both the profile (rule) and the contract (check_signal) by.
+
+    The registry's checks run first, on the JSON; then the models, on what they left (ints where a float is
+    declared are floats by then). None when the combination is not a plain check (the model path decides).
+    """
+    if not is_valid_signal(name):
+        return None
+    kind, low, high, labels, max_length = rule.kind, rule.low, rule.high, rule.labels, rule.max_length
+    if not (-MAX_EXACT <= low <= high <= MAX_EXACT):  # finite, not NaN
+        return None
+    canonical = CANONICAL_SIGNALS.get(name)
+    if kind is ValueKind.STR:
+        if canonical is SignalKind.STATE:
+            labels = (
+                frozenset(MachineState.__members__) if labels is None else labels & frozenset(MachineState.__members__)
+            )
+        elif canonical is not None and canonical is not SignalKind.STR:
+            return None
+        max_length = min(max_length, MAX_STRING_VALUE)
+    elif canonical is None:
+        pass  # bools, ints and (finite: the range is) floats pass check_signal
+    elif (kind, canonical) in _NON_NEGATIVE:
+        low = max(low, 0.0)
+    else:
+        return None  # e.g. a canonical int declared as a float: the contract refuses every value it leaves
+    if low > high:
+        return None
+    return (_FAST_CODE[kind], low, high, labels, max_length)
 
 
 def _number(x: float) -> str:

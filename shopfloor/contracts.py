@@ -28,10 +28,10 @@ from pydantic import (
 SCHEMA_VERSION = 1
 TOPIC_ROOT = "shopfloor/v1"
 ID_PATTERN = r"[a-z0-9][a-z0-9-]{0,62}"
-_ID_RE = re.compile(rf"^{ID_PATTERN}$")
+_ID_RE = re.compile(rf"^{ID_PATTERN}\Z")  # \Z: "$" would let a trailing newline through
 # Signal names become InfluxDB field keys and JSON keys: keep them boring.
 SIGNAL_PATTERN = r"[a-z][a-z0-9_]{0,62}"
-_SIGNAL_RE = re.compile(rf"^{SIGNAL_PATTERN}$")
+_SIGNAL_RE = re.compile(rf"^{SIGNAL_PATTERN}\Z")
 # Names the store and the analytics use for themselves (InfluxDB's time column, the tags, the reporting agent):
 # a signal of that name would shadow them. Names starting with "_" are reserved too (SIGNAL_PATTERN excludes them).
 RESERVED_SIGNALS = frozenset({"time", "site", "machine", "agent"})
@@ -294,7 +294,8 @@ def decode_payload(payload: bytes) -> Any:
         raise PayloadError("malformed-json", str(exc)[:200]) from exc
     except RecursionError as exc:
         raise PayloadError("malformed-json", "nested too deeply") from exc
-    if isinstance(data, dict) and data.get("v") != SCHEMA_VERSION:
+    if isinstance(data, dict) and (type(data.get("v")) is not int or data.get("v") != SCHEMA_VERSION):
+        # An int 1 exactly: true and 1.0 compare equal to 1 but are not this version's marker.
         raise PayloadError("unknown-version", f"v={data.get('v')!r}, this collector speaks v{SCHEMA_VERSION}")
     return data
 

@@ -19,6 +19,8 @@ from shopfloor.contracts import (
     TopicKind,
     decode_payload,
     is_reserved_signal,
+    is_valid_id,
+    is_valid_signal,
     parse_status,
     parse_telemetry,
     subscription_filters,
@@ -202,3 +204,21 @@ def test_collectors_subscribe_to_telemetry_and_both_kinds_of_status() -> None:
     filters = subscription_filters()
     assert filters == ["shopfloor/v1/+/+/telemetry", "shopfloor/v1/+/+/status", "shopfloor/v1/+/agents/+/status"]
     assert subscription_filters("bdg")[2] == "shopfloor/v1/bdg/agents/+/status"
+
+
+@pytest.mark.parametrize("value", ["edge-1\n", "cnc-01\n", "\nedge-1"])
+def test_a_trailing_newline_is_not_part_of_a_valid_id(value: str) -> None:
+    # "$" in a regex also matches before a final newline; an id with one would reach topics and store tags.
+    assert not is_valid_id(value)
+    assert not is_valid_signal(value.replace("-", "_"))
+
+
+@pytest.mark.parametrize("v", ["true", "1.0", '"1"'])
+def test_version_must_be_the_integer_1(v: str) -> None:
+    payload = (
+        f'{{"v":{v},"agent":"edge-1","site":"bdg","machine":"cnc-01","seq":1,'
+        '"samples":[{"ts":1764291600123,"values":{"good_count":1}}]}'
+    ).encode()
+    with pytest.raises(PayloadError) as info:
+        parse_telemetry(Topic.telemetry("bdg", "cnc-01"), payload)
+    assert info.value.kind == "unknown-version"
