@@ -141,10 +141,19 @@ async def running(agent: EdgeAgent) -> AsyncIterator[asyncio.Task[None]]:
 
 
 @contextmanager
-def collecting(broker_port: int, store: InfluxStore, client_id: str, site: SiteConfig) -> Iterator[Collector]:
+def collecting(
+    broker_port: int, store: InfluxStore, client_id: str, site: SiteConfig, max_queue_points: int | None = None
+) -> Iterator[Collector]:
     """A real collector (persistent session under client_id) checking against site, writing to store."""
     registry = Registry.from_site(site)
-    collector = Collector(mqtt(broker_port), store, client_id=client_id, flush_interval_s=0.1, registry=registry)
+    collector = Collector(
+        mqtt(broker_port),
+        store,
+        client_id=client_id,
+        flush_interval_s=0.1,
+        registry=registry,
+        max_queue_points=max_queue_points,
+    )
     collector.start()
     try:
         assert collector.wait_connected(10)
@@ -309,7 +318,10 @@ def test_store_down_longer_than_the_broker_queue_loses_nothing(
         plant = Plant(site, gateway)
         await plant.start()
         agent = RecordingAgent(site, AGENT, mqtt(broker.port), data_dir, options=options)
-        with collecting(broker.port, store, f"collector-{uuid.uuid4().hex[:8]}", site) as collector:
+        # A small collector queue: it pauses (and its Receive Maximum stays small), so the broker's own small
+        # queue for its session overflows while the store is down.
+        collector_id = f"collector-{uuid.uuid4().hex[:8]}"
+        with collecting(broker.port, store, collector_id, site, max_queue_points=20) as collector:
             async with running(agent):
                 await until(lambda: len(stored(store, site.site.id, "m1")) >= 5, "data in the store")
                 await asyncio.to_thread(fresh_influxdb.stop)
