@@ -77,8 +77,8 @@ class MachineCoordinator:
                     # A bug in handling one poll must not stop this machine's polling for good.
                     stats["internal_errors"] += 1
                     log.exception("machine %r: internal error while handling a poll; polling goes on", self.machine.id)
-                # pymodbus turns a cancellation during a read into its own error, which would swallow our
-                # cancel and keep polling (seen under load in bench/e2e_throughput.py): honour it here.
+                # A reader that turns a cancellation into its own error (pymodbus did, under load) would swallow
+                # our cancel and keep polling: honour a pending cancel here whatever the reader does.
                 task = asyncio.current_task()
                 if task is not None and task.cancelling():
                     raise asyncio.CancelledError
