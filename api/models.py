@@ -106,6 +106,16 @@ class UsageRowPublic(BaseModel):
     coverage: float
 
 
+class AnomalyPublic(BaseModel):
+    """A counter reading the machine could not have reached in the time since its last plausible one: not counted."""
+
+    time: datetime
+    signal: str
+    previous: float = Field(description="the last plausible reading")
+    value: float
+    elapsed_s: float = Field(description="seconds since that reading")
+
+
 class MachineTotalsPublic(BaseModel):
     """What one machine produced, including what no session claims (admin and operator only)."""
 
@@ -114,6 +124,9 @@ class MachineTotalsPublic(BaseModel):
     total: CountsPublic
     no_badge: CountsPublic = Field(description="made while no badge was logged in")
     unattributed: CountsPublic = Field(description="made across an UNKNOWN gap: nobody can say by whom")
+    anomalies: list[AnomalyPublic] = Field(
+        default_factory=list, description="counter anomalies in the window: reported, never counted in any figure"
+    )
 
 
 class UsagePublic(BaseModel):

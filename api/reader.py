@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 
-from api.core import Timeline, build_timeline
+from api.core import DEFAULT_MAX_RATE_PER_H, CounterLimits, Timeline, build_timeline
 from shopfloor.config import Machine, SiteConfig
 from shopfloor.influx import MACHINE_STATUS, TELEMETRY, InfluxStore, quote_literal
 
@@ -37,7 +37,16 @@ def fetch_timeline(store: InfluxStore, site: SiteConfig, machine: Machine, start
     )
     samples: list[tuple[int, Mapping[str, object]]] = [*older, *rows]
     status_events = [(ts, str(fields.get("status", ""))) for ts, fields in statuses]
-    return build_timeline(samples, status_events, start_ms, end_ms, gap)
+    return build_timeline(samples, status_events, start_ms, end_ms, gap, counter_limits(site, machine))
+
+
+def counter_limits(site: SiteConfig, machine: Machine) -> CounterLimits:
+    """The machine's counter limits: its profile's max_rate_per_h where declared, else the generous defaults."""
+    per_h = dict(DEFAULT_MAX_RATE_PER_H)
+    for spec in site.profile(machine.profile).registers:
+        if spec.signal in per_h and spec.max_rate_per_h is not None:
+            per_h[spec.signal] = spec.max_rate_per_h
+    return CounterLimits(per_h)
 
 
 def max_gap_ms(site: SiteConfig, machine: Machine, heartbeat_ms: object = None) -> int:

@@ -41,6 +41,26 @@ def batch_to_points(batch: TelemetryBatch) -> list[Point]:
     return [Point(TELEMETRY, dict(tags), dict(sample.values), sample.ts) for sample in batch.samples if sample.values]
 
 
+def telemetry_prefix(site: str, machine: str) -> str:
+    """The measurement and tags every telemetry line of one machine starts with."""
+    return line_prefix(TELEMETRY, {"site": site, "machine": machine})
+
+
+def field_start(name: str) -> str:
+    """How signal name's field starts in a line: its escaped key and "="."""
+    return field_key(name) + "="
+
+
+def stored_as_float(name: str) -> bool:
+    """Whether the store keeps signal name as a float, so that an int of it is written as one (canonical floats)."""
+    return name in _FLOAT_SIGNALS
+
+
+def string_field(name: str, value: str) -> str:
+    """A string value of signal name as a line's field value: quoted and escaped."""
+    return field_value(name, value)
+
+
 def batch_to_lines(batch: TelemetryBatch) -> list[str]:
     """Render a telemetry batch straight to line protocol: the lines of batch_to_points, without the copies.
 

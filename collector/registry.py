@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, NoReturn
 
+from collector.convert import batch_to_lines, field_start, stored_as_float, string_field, telemetry_prefix
 from shopfloor.config import DataType, RegisterSpec, SiteConfig
 from shopfloor.contracts import (
     CANONICAL_SIGNALS,
@@ -73,6 +74,7 @@ class SignalRule:
     high: float = MAX_EXACT
     labels: frozenset[str] | None = None
     max_length: int = MAX_STRING_VALUE
+    ascii: bool = False  # strings from string registers: the codec decodes printable ASCII only
 
     @classmethod
     def of(cls, spec: RegisterSpec) -> SignalRule:
@@ -83,7 +85,7 @@ class SignalRule:
             return cls(ValueKind.STR, labels=frozenset(spec.enum.values()))
         t = spec.type
         if t is DataType.STRING:
-            return cls(ValueKind.STR, max_length=min(2 * spec.count, MAX_STRING_VALUE))
+            return cls(ValueKind.STR, max_length=min(2 * spec.count, MAX_STRING_VALUE), ascii=True)
         if t in (DataType.BIT, DataType.BOOL):
             return cls(ValueKind.BOOL)
         canonical = CANONICAL_SIGNALS.get(spec.signal)
@@ -113,7 +115,7 @@ class SignalRule:
         if self.labels is not None:
             return f"one of {', '.join(sorted(self.labels))}"
         if self.kind is ValueKind.STR:
-            return f"a str of at most {self.max_length} characters"
+            return f"a {'printable ASCII' if self.ascii else 'printable'} str of at most {self.max_length} characters"
         if self.kind is ValueKind.BOOL:
             return "a bool"
         return f"{_ARTICLE[self.kind]} in {_number(self.low)}..{_number(self.high)}"
@@ -161,6 +163,27 @@ class Recent:
         return len(self._items)
 
 
+@dataclass(frozen=True, slots=True)
+class CheckedLines:
+    """A telemetry batch that passed every check, as line protocol: its header and one line per sample with values."""
+
+    agent: str
+    site: str
+    machine: str
+    seq: int
+    lines: list[str]
+    first_ts: int | None  # the earliest ts of the samples that gave a line; None: no lines
+    last_ts: int | None  # the latest
+
+    @classmethod
+    def of(cls, batch: TelemetryBatch) -> CheckedLines:
+        """Render a checked batch (batch_to_lines; raises ValueError for a value line protocol cannot hold)."""
+        lines = batch_to_lines(batch)
+        stamps = [sample.ts for sample in batch.samples if sample.values]
+        first, last = (min(stamps), max(stamps)) if stamps else (None, None)
+        return cls(batch.agent, batch.site, batch.machine, batch.seq, lines, first, last)
+
+
 class SeqMemory:
     """Flag a telemetry seq that arrives again with different content (a resent batch with the same bytes is normal).
 
@@ -172,7 +195,7 @@ class SeqMemory:
     def __init__(self, capacity: int = DEFAULT_SEQ_MEMORY) -> None:
         self._seen = Recent(capacity)
 
-    def conflicts(self, batch: TelemetryBatch, payload: bytes) -> bool:
+    def conflicts(self, batch: TelemetryBatch | CheckedLines, payload: bytes) -> bool:
         """Remember the batch's content; return whether its seq was seen before with other content."""
         digest = payload_digest(payload)
         previous = self._seen.put((batch.site, batch.agent, batch.machine, batch.seq), digest)
@@ -208,6 +231,13 @@ class Registry:
         self._fast_rules: dict[str, dict[str, _FastRule]] = {
             machine: {name: fast for name, rule in r.signals.items() if (fast := _fast_rule(name, rule)) is not None}
             for machine, r in self.machines.items()
+        }
+        # Per machine: what the fused pass (check_telemetry_lines) checks and writes.
+        self._line_plans = {
+            machine: _LinePlan(
+                telemetry_prefix(site_id, machine), {name: _line_rule(name, fast) for name, fast in rules.items()}
+            )
+            for machine, rules in self._fast_rules.items()
         }
 
     @classmethod
@@ -275,6 +305,117 @@ class Registry:
         rules = self._machine(topic)
         return self._check_telemetry_data(topic, decode_payload(payload), rules, now_ms)
 
+    def check_telemetry_lines(self, topic: Topic, payload: bytes, now_ms: int) -> CheckedLines:
+        """Check telemetry as check_telemetry does and render its lines in the same pass; raise PayloadError.
+
+        Returns exactly CheckedLines.of(check_telemetry_model(...)), or raises what it raises (same kind and detail;
+        tests/unit/test_contracts_fast.py): one pass over the samples checks and renders what plainly holds;
+        anything else goes through the model and batch_to_lines.
+        """
+        if topic.kind is not TopicKind.TELEMETRY:
+            raise ValueError(f"{topic} is not a telemetry topic")
+        rules = self._machine(topic)
+        data = decode_payload(payload)
+        checked = self._fast_lines(topic, data, rules, now_ms)
+        if checked is not None:
+            return checked
+        # The fused pass leaves data as decoded: the model gets the payload as sent.
+        return CheckedLines.of(self._check_telemetry_data(topic, data, rules, now_ms))
+
+    def _fast_lines(self, topic: Topic, data: Any, rules: MachineRules, now_ms: int) -> CheckedLines | None:
+        """check_telemetry_lines' result if data plainly passes every check; None: let the model decide.
+
+        The checks of _fast_telemetry; each value is written as batch_to_lines writes it once checked (an int where
+        a float is declared as that float). Every sample's checked values go into one list, and one % of the
+        samples' templates (see _LinePlan.layout) renders them all. Does not modify data.
+        """
+        header = fast_header(data)
+        if header is None:
+            return None
+        agent, site, machine, seq, raw_samples = header
+        if site != topic.site or machine != topic.machine:
+            return None
+        if self.agents is not None and (agent != rules.agent or agent not in self.agents):
+            return None
+        plan = self._line_plans.get(machine)
+        if plan is None:
+            return None
+        layouts = plan.layouts
+        low_ts = MIN_TS_MS if self.backfill else max(MIN_TS_MS, now_ms - self.max_behind_ms)
+        high_ts = min(MAX_TS_MS, now_ms + self.max_ahead_ms)
+        first, last = MAX_TS_MS + 1, MIN_TS_MS - 1
+        templates: list[str] = []
+        use = templates.append
+        checked: list[Any] = []  # what the templates take, in order: per sample its values, then its ts
+        add = checked.append
+        for raw in raw_samples:
+            if type(raw) is not dict or len(raw) != 2:
+                return None
+            ts, values = raw.get("ts"), raw.get("values")
+            if type(ts) is not int or not low_ts <= ts <= high_ts or type(values) is not dict:
+                return None
+            if not values:
+                continue  # valid, and nothing to write
+            layout = layouts.get(tuple(values))
+            if layout is None:
+                layout = plan.layout(values)
+                if layout is None:
+                    return None
+            template, fields = layout
+            for name, code, low, high, texts, max_length, ascii_only in fields:
+                value = values[name]
+                t = type(value)
+                if code is _LINE_FLOAT:
+                    if t is not float:
+                        if t is not int:
+                            return None
+                        try:
+                            value = float(value)
+                        except OverflowError:
+                            return None
+                    if not low <= value <= high:
+                        return None
+                    add(value)
+                elif code is _LINE_INT:
+                    if t is not int or not low <= value <= high:
+                        return None
+                    add(value)
+                elif code is _LINE_LABEL:
+                    text = texts.get(value) if t is str else None
+                    if text is None:
+                        return None
+                    add(text)
+                elif code is _LINE_BOOL:
+                    if t is not bool:
+                        return None
+                    add("true" if value else "false")
+                elif code is _LINE_STR:
+                    if (
+                        t is not str
+                        or len(value) > max_length
+                        or not value.isprintable()
+                        or (ascii_only and not value.isascii())
+                    ):
+                        return None
+                    add(string_field(name, value))
+                else:  # _LINE_INT_AS_FLOAT: an int rule on a signal the store keeps as a float
+                    if t is not int or not low <= value <= high:
+                        return None
+                    add(float(value))
+            add(ts)
+            use(template)
+            if ts < first:
+                first = ts
+            if ts > last:
+                last = ts
+        if not templates:
+            return CheckedLines(agent, site, machine, seq, [], None, None)
+        # No line holds a newline (names and ids are plain, strings printable): the text splits into its lines.
+        lines = ("\n".join(templates) % tuple(checked)).split("\n")
+        if len(lines) != len(templates):  # pragma: no cover - cannot happen (see above); the model decides
+            return None
+        return CheckedLines(agent, site, machine, seq, lines, first, last)
+
     def _fast_telemetry(self, topic: Topic, data: Any, rules: MachineRules, now_ms: int) -> TelemetryBatch | None:
         """The batch check_telemetry_model returns, if data plainly passes every check; None: let the model decide.
 
@@ -309,7 +450,7 @@ class Registry:
                 rule = fast.get(name)
                 if rule is None:
                     return None
-                code, low, high, labels, max_length = rule
+                code, low, high, labels, max_length, ascii_only = rule
                 t = type(value)
                 if code is _FAST_FLOAT:
                     if t is int:
@@ -325,7 +466,13 @@ class Registry:
                     if t is not int or not low <= value <= high:
                         return None
                 elif code is _FAST_STR:
-                    if t is not str or len(value) > max_length or (labels is not None and value not in labels):
+                    if (
+                        t is not str
+                        or len(value) > max_length
+                        or (labels is not None and value not in labels)
+                        or not value.isprintable()
+                        or (ascii_only and not value.isascii())
+                    ):
                         return None
                 elif t is not bool:
                     return None
@@ -441,7 +588,12 @@ class Registry:
                 elif kind is ValueKind.STR:
                     if t is not str:
                         self._wrong_type(index, name, value, rule, rules)
-                    if (rule.labels is not None and value not in rule.labels) or len(value) > rule.max_length:
+                    if (
+                        (rule.labels is not None and value not in rule.labels)
+                        or len(value) > rule.max_length
+                        or not value.isprintable()
+                        or (rule.ascii and not value.isascii())
+                    ):
                         self._out_of_range(index, name, value, rule, rules)
                 elif t is not bool:
                     self._wrong_type(index, name, value, rule, rules)
@@ -468,7 +620,14 @@ class Registry:
 
     @staticmethod
     def _out_of_range(index: int, name: str, value: Any, rule: SignalRule, rules: MachineRules) -> NoReturn:
-        what = "is not a finite number" if isinstance(value, float) and not math.isfinite(value) else "is out of range"
+        if isinstance(value, float) and not math.isfinite(value):
+            what = "is not a finite number"
+        elif isinstance(value, str) and not value.isprintable():
+            what = "holds control or other non-printable characters"
+        elif isinstance(value, str) and rule.ascii and not value.isascii():
+            what = "holds non-ASCII characters"
+        else:
+            what = "is out of range"
         raise PayloadError(
             "out-of-range",
             f"sample {index}: signal {name!r}: {_show(value)} {what}; profile {rules.profile} allows {rule.describe()}",
@@ -477,7 +636,7 @@ class Registry:
 
 # The fast pass's rule of one signal: (code, low, high, labels, max_length), the profile's rule with the contract's
 # check_signal folded in, so that a value passing it passes both (see Registry._fast_telemetry).
-_FastRule = tuple[object, float, float, frozenset[str] | None, int]
+_FastRule = tuple[object, float, float, frozenset[str] | None, int, bool]
 _FAST_BOOL, _FAST_INT, _FAST_FLOAT, _FAST_STR = object(), object(), object(), object()
 # Profile kind and canonical kind whose values the contract takes if they are not negative (the registry turns an
 # int where a float is declared into a float, which a canonical int refuses: not here).
@@ -522,7 +681,85 @@ def _fast_rule(name: str, rule: SignalRule) -> _FastRule | None:
         return None  # e.g. a canonical int declared as a float: the contract refuses every value it leaves
     if low > high:
         return None
-    return (_FAST_CODE[kind], low, high, labels, max_length)
+    return (_FAST_CODE[kind], low, high, labels, max_length, rule.ascii)
+
+
+# The fused pass's rule of one signal: (code, low, high, texts, max_length, ascii, field), its fast rule with how its
+# values are written: field is its part of a line's template, texts the written form of each label a value may be.
+_LineRule = tuple[object, float, float, dict[str, str], int, bool, str]
+# A sample layout: the template of its line and, in the order the template takes them, its signals' checks.
+_Layout = tuple[str, tuple[tuple[str, object, float, float, dict[str, str], int, bool], ...]]
+_LINE_BOOL, _LINE_INT, _LINE_INT_AS_FLOAT, _LINE_FLOAT = object(), object(), object(), object()
+_LINE_LABEL, _LINE_STR = object(), object()
+# The % conversion each code's checked value takes: str() of ints and floats is what batch_to_lines writes (f"{n}i",
+# repr(x)); bools, labels and strings are added as their written text.
+_CONVERSION = {_LINE_FLOAT: "%r", _LINE_INT_AS_FLOAT: "%r", _LINE_INT: "%di"}
+# Distinct sample layouts (signal names in JSON order) remembered per machine: an agent reporting by exception
+# sends a few; more (a hostile agent) start the memory over rather than grow it.
+_MAX_LAYOUTS = 1024
+
+
+def _literal(text: str) -> str:
+    """text as a literal part of a % template."""
+    return text.replace("%", "%%")
+
+
+def _line_rule(name: str, fast: _FastRule) -> _LineRule:
+    """The fused pass's rule of signal name: its fast rule, and how batch_to_lines writes the values it passes."""
+    code, low, high, labels, max_length, ascii_only = fast
+    if code is _FAST_STR:
+        if labels is None:
+            line_code, texts = _LINE_STR, {}
+        else:
+            line_code = _LINE_LABEL
+            texts = {
+                label: string_field(name, label)
+                for label in labels
+                if len(label) <= max_length and label.isprintable() and (label.isascii() or not ascii_only)
+            }
+    elif code is _FAST_FLOAT:
+        line_code, texts = _LINE_FLOAT, {}  # checked as floats: written as floats
+    elif code is _FAST_INT:
+        line_code, texts = (_LINE_INT_AS_FLOAT if stored_as_float(name) else _LINE_INT), {}
+    else:
+        line_code, texts = _LINE_BOOL, {}
+    field = _literal(field_start(name)) + _CONVERSION.get(line_code, "%s")
+    return (line_code, low, high, texts, max_length, ascii_only, field)
+
+
+class _LinePlan:
+    """One machine's part of the fused pass: its signals' rules and the sample layouts seen, with their templates."""
+
+    __slots__ = ("layouts", "prefix", "rules")
+
+    def __init__(self, prefix: str, rules: dict[str, _LineRule]) -> None:
+        self.prefix = _literal(prefix)
+        self.rules = rules
+        self.layouts: dict[tuple[str, ...], _Layout] = {}  # names in JSON order -> layout
+
+    def layout(self, values: dict[str, Any]) -> _Layout | None:
+        """The layout of a sample's values, remembered; None if it is too long or names a signal without a rule.
+
+        Its template is render_line's: the prefix, the fields sorted by name, the ts.
+        """
+        if len(values) > MAX_SIGNALS_PER_SAMPLE:
+            return None
+        rules = self.rules
+        fields = []
+        parts = []
+        for name in sorted(values):
+            rule = rules.get(name)
+            if rule is None:
+                return None
+            code, low, high, texts, max_length, ascii_only, field = rule
+            fields.append((name, code, low, high, texts, max_length, ascii_only))
+            parts.append(field)
+        layout = (f"{self.prefix} {','.join(parts)} %d", tuple(fields))
+        layouts = self.layouts
+        if len(layouts) >= _MAX_LAYOUTS:
+            layouts.clear()
+        layouts[tuple(values)] = layout
+        return layout
 
 
 def _number(x: float) -> str:

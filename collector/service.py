@@ -6,11 +6,13 @@ It never blocks: when the queue is full the collector *pauses*: it stops taking 
 neither queued nor acked, so the broker keeps them for this session), lets the writer drain and ack what it holds,
 then *resumes* with a clean reconnect on the same persistent session, after which the broker redelivers every
 unacked message. The MQTT connection stays up through a store outage of any length (keepalives keep flowing);
-the broker holds the backlog. The writer thread takes batches, writes them (the store narrows a refusal down to
-its bad lines), retries with jittered backoff (honouring Retry-After) while the store is down, then acks every
-message of the batch and publishes commits for the agents. A third thread logs the periodic summary and tracks
-the broker connection for the health check. Nothing is kept per message beyond the queue, so any number of
-collectors can share one subscription (`$share/<group>/` topic prefix, one client id each).
+the broker holds the backlog. The writer thread takes batches, checks the messages that may land on stored time
+against the store (collector.history: stored samples are never rewritten), writes them (the store narrows a
+refusal down to its bad lines), retries with jittered backoff (honouring Retry-After) while the store is down,
+then acks every message of the batch and publishes commits for the agents. A third thread logs the periodic
+summary and tracks the broker connection for the health check. Nothing is kept per message beyond the queue (the
+history check reads the store), so any number of collectors can share one subscription (`$share/<group>/` topic
+prefix, one client id each).
 """
 
 from __future__ import annotations
@@ -24,12 +26,13 @@ from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from collector.convert import Written, agent_status_to_point, batch_to_lines, commit_messages, status_to_point
+from collector.convert import Written, agent_status_to_point, commit_messages, status_to_point
 from collector.deadletter import DEFAULT_MAX_BYTES, DeadLetter, DeadLetterFile
+from collector.history import DEFAULT_REFRESH_S, SAMPLE_CONFLICT, Conflict, History, chunks
 from collector.metrics import WRITE_BUCKETS, CollectorSnapshot, SeqTracker
-from collector.registry import Recent, Registry, SeqMemory, payload_digest
+from collector.registry import CheckedLines, Recent, Registry, SeqMemory, payload_digest
 from shopfloor.contracts import PayloadError, Topic, TopicKind, parse_status, parse_telemetry, subscription_filters
 from shopfloor.influx import InfluxStore, RejectedLine, StoreRejected, StoreUnavailable, to_line
 from shopfloor.metrics import LatencyHistogram
@@ -65,6 +68,14 @@ class _Pending:
     lines: tuple[str, ...]  # line protocol, one per point
     written: Written | None
     received_at: float
+    first_ts: int | None = None  # telemetry: the oldest and newest ts of the samples with lines
+    last_ts: int | None = None
+
+    @property
+    def history_key(self) -> tuple[str, str] | None:
+        """(site, machine) of a telemetry message with something to write: what collector.history checks."""
+        w = self.written
+        return None if w is None or self.first_ts is None else (w.site, w.machine)
 
     @property
     def weight(self) -> int:
@@ -94,6 +105,7 @@ class Collector:
         summary_interval_s: float = 60.0,
         registry: Registry | None = None,
         rng: Callable[[], float] = random.random,
+        history_refresh_s: float = DEFAULT_REFRESH_S,
     ) -> None:
         if batch_points < 1:
             raise ValueError(f"collector: batch_points must be at least 1, got {batch_points}")
@@ -118,6 +130,7 @@ class Collector:
         self._seq_tracker = SeqTracker()  # MQTT thread only; read under the stats lock
         self._rng = rng
         self.write_duration = LatencyHistogram(WRITE_BUCKETS)
+        self._history = History(store, refresh_s=history_refresh_s)  # writer thread only
 
         self._link: MqttLink | None = None
         self._writer: threading.Thread | None = None
@@ -397,27 +410,28 @@ class Collector:
         self._enqueue(pending)
 
     def _validate(self, msg: InboundMessage, generation: int) -> _Pending | None:
-        try:
-            topic = Topic.parse(msg.topic)
-        except ValueError as exc:
-            raise PayloadError("unknown-topic", str(exc)) from exc
+        topic = _parse_topic(msg.topic)
         registry = self._registry  # read once: a reload mid-message cannot mix two registries
         now_ms = int(time.time() * 1000)
         written: Written | None = None
+        first_ts = last_ts = None
         if topic.kind is TopicKind.TELEMETRY:
             if registry is None:
                 batch = parse_telemetry(topic, msg.payload)
-            else:
-                batch = registry.check_telemetry(topic, msg.payload, now_ms)
-            if self._seqs.conflicts(batch, msg.payload):
+                checked = _render(lambda: CheckedLines.of(batch))
+            else:  # checked and rendered in one pass
+                checked = _render(lambda: registry.check_telemetry_lines(topic, msg.payload, now_ms))
+            if self._seqs.conflicts(checked, msg.payload):
                 self._flag(
                     msg,
                     SEQ_CONFLICT,
-                    f"agent {batch.agent!r} sent seq {batch.seq} of machine {batch.machine!r} again with different "
-                    "content; written (every sample passed the checks), but the agent's seq or outbox is broken",
+                    f"agent {checked.agent!r} sent seq {checked.seq} of machine {checked.machine!r} again with "
+                    "different content; written (every sample passed the checks), but the agent's seq or outbox is "
+                    "broken",
                 )
-            lines = _render(lambda: batch_to_lines(batch))
-            written = Written(batch.site, batch.agent, batch.machine, batch.seq)
+            lines = checked.lines
+            written = Written(checked.site, checked.agent, checked.machine, checked.seq)
+            first_ts, last_ts = checked.first_ts, checked.last_ts
         elif topic.kind is TopicKind.MACHINE_STATUS:
             if not msg.payload:
                 return None  # someone cleared the retained status: nothing happened on the machine
@@ -433,7 +447,18 @@ class Collector:
             lines = _render(lambda: [to_line(agent_status_to_point(topic, agent_status, now_ms))])
         else:
             return None  # commits are not stored (filters rarely match them)
-        return _Pending(msg.topic, msg.payload, msg.mid, msg.qos, generation, tuple(lines), written, time.monotonic())
+        return _Pending(
+            msg.topic,
+            msg.payload,
+            msg.mid,
+            msg.qos,
+            generation,
+            tuple(lines),
+            written,
+            time.monotonic(),
+            first_ts,
+            last_ts,
+        )
 
     def _refuse(self, msg: InboundMessage, kind: str, detail: str) -> None:
         with self._stats_lock:
@@ -494,14 +519,18 @@ class Collector:
             # Backpressure without blocking paho's thread (a blocked thread sends no keepalive and the broker drops
             # us): a message that does not fit pauses the collector and is left unacked, as is every message until
             # the resume.
-            if self._paused or (self._held_points > 0 and self._held_points + pending.weight > self.max_queue_points):
+            weight = pending.weight
+            if self._paused or (self._held_points > 0 and self._held_points + weight > self.max_queue_points):
                 self._pause()
                 self._defer()
                 return
             self._queue.append(pending)
-            self._queued_points += pending.weight
-            self._held_points += pending.weight
-            self._cond.notify_all()
+            self._queued_points += weight
+            self._held_points += weight
+            # The writer times a batch from its first message and cuts it when full; waking it for every message in
+            # between costs a thread switch each.
+            if len(self._queue) == 1 or self._queued_points - weight < self.batch_points <= self._queued_points:
+                self._cond.notify_all()
         if pending.written is not None:
             w = pending.written
             with self._stats_lock:
@@ -628,31 +657,44 @@ class Collector:
             self._cond.notify_all()
 
     def _flush(self, batch: list[_Pending]) -> None:
-        lines = [line for item in batch for line in item.lines]
-        started = time.monotonic()
-        try:
-            rejected = self._write(lines)
-        except _Abandoned:
-            with self._cond:
-                self._gave_up = True
-            self._count("abandoned", len(batch))
-            log.warning(
-                "collector %r: stopping while the store is unavailable; %d message(s) left unacked, the broker "
-                "redelivers them to the next collector with this client id",
-                self.client_id,
-                len(batch) + len(self._queue),
-            )
-            return
-        self.write_duration.observe(time.monotonic() - started)
-        self._count("batches_written")
-        self._finish(batch, _refused_items(batch, rejected))
+        # Chunks: a message resending time an earlier message of the batch covers is checked after that one is written.
+        parts = chunks(batch)
+        for n, chunk in enumerate(parts):
+            started = time.monotonic()
+            try:
+                conflicts, kept, rejected = self._write(chunk)
+            except _Abandoned:
+                with self._cond:
+                    self._gave_up = True
+                left = sum(len(part) for part in parts[n:])
+                self._count("abandoned", left)
+                log.warning(
+                    "collector %r: stopping while the store is unavailable; %d message(s) left unacked, the broker "
+                    "redelivers them to the next collector with this client id",
+                    self.client_id,
+                    left + len(self._queue),
+                )
+                return
+            self.write_duration.observe(time.monotonic() - started)
+            self._count("batches_written")
+            self._history.wrote(kept)
+            self._finish(chunk, conflicts, _refused_items(kept, rejected))
 
-    def _write(self, lines: list[str]) -> list[RejectedLine]:
-        """Write lines, retrying while the store is unavailable or unusable; return the lines it refused for good."""
+    def _write(
+        self, chunk: list[_Pending]
+    ) -> tuple[list[tuple[_Pending, Conflict]], list[_Pending], list[RejectedLine]]:
+        """Check chunk against stored history and write what passes, retrying while the store is unavailable.
+
+        Return the messages refused for rewriting history, the messages written and the lines the store refused.
+        """
         attempt = 0
         while True:
             try:
-                rejected = self.store.write_lines(lines)
+                conflicts = self._history.conflicts(chunk)
+                refused = {id(item) for item, _ in conflicts}
+                kept = [item for item in chunk if id(item) not in refused]
+                lines = [line for item in kept for line in item.lines]
+                rejected = self.store.write_lines(lines) if lines else []
             except StoreUnavailable as exc:
                 delay = self._retry_delay(attempt, exc.retry_after_s)
                 self._store_failed(str(exc), delay)
@@ -663,7 +705,7 @@ class Collector:
                 self._store_failed(f"{exc}; check the store's credentials and settings", delay, error=True)
             else:
                 self._store_answered()
-                return rejected
+                return conflicts, kept, rejected
             self._count("write_retries")
             if not self._sleep(delay):
                 raise _Abandoned
@@ -722,8 +764,29 @@ class Collector:
                 failures,
             )
 
-    def _finish(self, batch: list[_Pending], refused: list[tuple[_Pending, str]]) -> None:
-        refused_ids = {id(item) for item, _ in refused}
+    def _finish(
+        self,
+        batch: list[_Pending],
+        conflicts: list[tuple[_Pending, Conflict]],
+        refused: list[tuple[_Pending, str]],
+    ) -> None:
+        for item, conflict in conflicts:
+            with self._stats_lock:
+                self._invalid[SAMPLE_CONFLICT] += 1
+            detail = conflict.describe()
+            where = self._dead_letter_to(item.topic, item.payload, SAMPLE_CONFLICT, detail)
+            if self._first_time(SAMPLE_CONFLICT):
+                log.warning(
+                    "collector %r: refused a message on %s (%s: %s); not written, %s, acked. Further %r messages "
+                    "are only counted (see the periodic summary)",
+                    self.client_id,
+                    item.topic,
+                    SAMPLE_CONFLICT,
+                    detail,
+                    where,
+                    SAMPLE_CONFLICT,
+                )
+        refused_ids = {id(item) for item, _ in refused} | {id(item) for item, _ in conflicts}
         for item, reason in refused:
             where = self._dead_letter_to(item.topic, item.payload, STORE_REJECTED, reason)
             if self._first_time(STORE_REJECTED):
@@ -742,8 +805,8 @@ class Collector:
             self._counts["written_points"] += sum(len(item.lines) for item in written)
         for item in batch:
             self._ack_pending(item)
-        # Refused batches are committed too: they are dead-lettered for good, and an agent resending them on every
-        # reconnect would never get them stored.
+        # Refused batches (by the store, or for rewriting history) are committed too: they are dead-lettered for
+        # good, and an agent resending them on every reconnect would never get them stored.
         link = self._link
         if link is None:
             return
@@ -783,7 +846,28 @@ class Collector:
                 log.info("collector %r: %s", self.client_id, self.summary())
 
 
-def _render(make: Callable[[], list[str]]) -> list[str]:
+_T = TypeVar("_T")
+# Topics parsed, by name: a collector sees the same few over and over. Shared by the collectors of a process
+# (parsing is pure); bounded: once full it starts over.
+_TOPICS: dict[str, Topic] = {}
+_MAX_TOPICS = 10_000
+
+
+def _parse_topic(name: str) -> Topic:
+    """Topic.parse, remembered; an unknown topic is a refusal (unknown-topic)."""
+    topic = _TOPICS.get(name)
+    if topic is None:
+        try:
+            topic = Topic.parse(name)
+        except ValueError as exc:
+            raise PayloadError("unknown-topic", str(exc)) from exc
+        if len(_TOPICS) >= _MAX_TOPICS:
+            _TOPICS.clear()
+        _TOPICS[name] = topic
+    return topic
+
+
+def _render(make: Callable[[], _T]) -> _T:
     """Line protocol for a validated message; a value it cannot express is a refusal, never a crash."""
     try:
         return make()

@@ -28,6 +28,7 @@ from shopfloor.contracts import (
     TelemetryBatch,
     Topic,
     is_valid_id,
+    printable,
 )
 from shopfloor.health import Transition
 from shopfloor.modbus import EndpointPool, PlcReader
@@ -198,7 +199,9 @@ class EdgeAgent:
         self, status: LinkStatus, ts: int, detail: str = "", machine: Machine | None = None
     ) -> StatusMessage:
         heartbeat = round(self.heartbeat_s(machine) * 1000) if machine is not None else None
-        return StatusMessage(status=status, ts=ts, agent=self.agent_id, detail=detail, heartbeat_ms=heartbeat)
+        return StatusMessage(
+            status=status, ts=ts, agent=self.agent_id, detail=printable(detail), heartbeat_ms=heartbeat
+        )
 
     async def run(self) -> None:
         """Poll and publish until stop() is called."""

@@ -22,6 +22,7 @@ from pydantic import (
     StrictInt,
     StrictStr,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -40,6 +41,7 @@ MAX_PAYLOAD_BYTES = 256 * 1024
 MAX_SAMPLES_PER_BATCH = 1000
 MAX_SIGNALS_PER_SAMPLE = 64
 MAX_STRING_VALUE = 256
+MAX_DETAIL = 500  # characters of a status detail
 # Sample timestamps must be plausible: 2000-01-01 .. 2100-01-01 in epoch ms.
 MIN_TS_MS = 946_684_800_000
 MAX_TS_MS = 4_102_444_800_000
@@ -129,11 +131,21 @@ def check_signal(name: str, value: SignalValue) -> None:
     _check_signal_value(name, value)
 
 
+def _shorten(value: str) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def _check_signal_value(name: str, value: SignalValue) -> None:
     if isinstance(value, float) and not math.isfinite(value):
         raise ValueError(f"signal {name!r}: {value!r} is not a finite number")
-    if isinstance(value, str) and len(value) > MAX_STRING_VALUE:
-        raise ValueError(f"signal {name!r}: string longer than {MAX_STRING_VALUE} characters")
+    if isinstance(value, str):
+        if len(value) > MAX_STRING_VALUE:
+            raise ValueError(f"signal {name!r}: string longer than {MAX_STRING_VALUE} characters")
+        if not value.isprintable():
+            # Control characters (newline, tab, escape, ...) would reach logs, CSV and invoices; the store keeps
+            # a newline as a backslash and an n. No PLC string decodes to one (shopfloor.codec refuses them).
+            raise ValueError(f"signal {name!r}: {_shorten(value)} holds control or other non-printable characters")
     kind = CANONICAL_SIGNALS.get(name)
     if kind is None:
         return
@@ -184,14 +196,36 @@ class StatusMessage(BaseModel):
     status: LinkStatus
     ts: StrictInt = Field(ge=MIN_TS_MS, le=MAX_TS_MS)
     agent: Id
-    detail: str = Field(default="", max_length=500)
+    detail: str = Field(default="", max_length=MAX_DETAIL)
     # Machine statuses: the longest the agent stays silent about this machine while polling it fine (report by
     # exception sends every signal at least this often), so consumers learn the allowance from the data.
     heartbeat_ms: StrictInt | None = Field(default=None, ge=MIN_HEARTBEAT_MS, le=MAX_HEARTBEAT_MS)
 
+    @field_validator("detail")
+    @classmethod
+    def _printable_detail(cls, value: str) -> str:
+        if not value.isprintable():
+            raise ValueError(f"detail {_shorten(value)} holds control or other non-printable characters")
+        return value
+
     def to_json(self) -> bytes:
         """Serialise compactly for the wire."""
         return self.model_dump_json(exclude_none=True).encode()
+
+
+
+
+def printable(text: str, limit: int = MAX_DETAIL) -> str:
+    """Return text fit for a status detail: each run of non-printable characters one space, at most limit long."""
+    if text.isprintable() and len(text) <= limit:
+        return text
+    out: list[str] = []
+    for ch in text:
+        if ch.isprintable():
+            out.append(ch)
+        elif not out or out[-1] != " ":
+            out.append(" ")
+    return "".join(out).strip()[:limit]
 
 
 class TopicKind(StrEnum):
@@ -421,7 +455,7 @@ def _plain_signal(name: str, value: Any) -> bool:
         if t is float:
             return _isfinite(value)
         if t is str:
-            return len(value) <= MAX_STRING_VALUE
+            return len(value) <= MAX_STRING_VALUE and value.isprintable()
         return t is int or t is bool
     if kind is SignalKind.INT:
         return t is int and value >= 0
@@ -429,7 +463,7 @@ def _plain_signal(name: str, value: Any) -> bool:
         return (t is int and value >= 0) or (t is float and _isfinite(value) and value >= 0)
     if kind is SignalKind.STATE:
         return t is str and value in _STATES
-    return t is str and len(value) <= MAX_STRING_VALUE  # SignalKind.STR
+    return t is str and len(value) <= MAX_STRING_VALUE and value.isprintable()  # SignalKind.STR
 
 
 def fast_telemetry(data: Any) -> TelemetryBatch | None:

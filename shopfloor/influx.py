@@ -417,6 +417,11 @@ class InfluxStore:
         if "error" in first:
             raise StoreRejected(f"query failed: {first['error']}")
         series: list[dict[str, Any]] = first.get("series", [])
+        if first.get("partial") or any(s.get("partial") for s in series):
+            # The store's row limit (max-row-limit) cut the answer short: a figure from it would be wrong.
+            raise StoreRejected(
+                f"query answer is partial (the store's max-row-limit cut it short); refusing to use it: {q[:200]}"
+            )
         return series
 
     def rows(self, q: str) -> list[Row]:
@@ -451,6 +456,29 @@ class InfluxStore:
             f" AND machine = {quote_literal(machine)}"
             f" AND time >= {int(start_ms)}ms AND time < {int(end_ms)}ms ORDER BY time ASC"
         )
+
+    def newest_ts(self, site: str, measurement: str = TELEMETRY) -> dict[str, int]:
+        """Per machine of site: the time of its newest row."""
+        rows = self.rows(
+            f"SELECT * FROM {quote_ident(measurement)} WHERE site = {quote_literal(site)} GROUP BY machine"
+            " ORDER BY time DESC LIMIT 1"
+        )
+        return {r.tags["machine"]: r.ts_ms for r in rows if "machine" in r.tags}
+
+    def values_before(self, site: str, machine: str, ts_ms: int, signals: Iterable[str]) -> dict[str, SignalValue]:
+        """The last value of each of signals before ts_ms (signals never reported before are absent)."""
+        names = sorted(set(signals))
+        if not names:
+            return {}
+        select = ", ".join(f"last({quote_ident(n)}) AS {quote_ident(n)}" for n in names)
+        return {
+            name: value
+            for _, fields in self.field_rows(
+                f"SELECT {select} FROM {TELEMETRY} WHERE site = {quote_literal(site)}"
+                f" AND machine = {quote_literal(machine)} AND time < {int(ts_ms)}ms"
+            )
+            for name, value in fields.items()
+        }
 
     def latest(self, site: str, measurement: str = TELEMETRY) -> dict[str, Row]:
         """Per machine of site: the time of its newest row, with the last value of every field.

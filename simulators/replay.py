@@ -37,6 +37,7 @@ from shopfloor.contracts import (
     TelemetryBatch,
     Topic,
     is_valid_id,
+    printable,
 )
 from shopfloor.health import Transition
 from shopfloor.modbus import describe_block
@@ -127,7 +128,7 @@ class _Collected:
             status=transition.status,
             ts=transition.ts,
             agent=self.agent,
-            detail=transition.detail,
+            detail=printable(transition.detail),
             heartbeat_ms=self.heartbeat_ms,
         )
         self.out.append(Message(self.status_topic, status=status))

@@ -1,9 +1,18 @@
-"""Cumulative counters (parts, energy) turned into increments; a decrease is a reset, never a negative count."""
+"""Cumulative counters (parts, energy) turned into increments; a decrease is a reset, never a negative count.
+
+A rise larger than the machine could physically make since the counter's previous reading is a counter anomaly
+(DESIGN.md): kept and reported, never counted. Which steps are wraps, resets or anomalies is shopfloor.counters'
+counter_step, the function the agent unwraps with. After an anomaly the counter is compared with both its last
+plausible reading and the anomalous one: a spike (a glitch, a forged reading) is dropped and counting goes on from
+before it; a counter that really moved (a preset, a replaced PLC) goes on from its new level.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from shopfloor.counters import counter_step
 
 # Signal -> Counts field. Counters are cumulative on the machine and may reset (power cycle, shift reset).
 COUNTERS = {"good_count": "good", "reject_count": "reject", "energy_kwh": "kwh"}
@@ -31,6 +40,47 @@ class Counts:
         return self.good == 0 and self.reject == 0 and self.kwh == 0
 
 
+# The most a counter may rise per hour when the machine's profile declares no max_rate_per_h: beyond any machine of
+# a sharing facility (100 parts a second; a 10 MW meter), so that only giant jumps are anomalies. A profile declaring
+# the machine's real limit catches smaller ones.
+DEFAULT_MAX_RATE_PER_H: Mapping[str, float] = {
+    "good_count": 360_000.0,
+    "reject_count": 360_000.0,
+    "energy_kwh": 10_000.0,
+}
+# A reading may be one unit past the rate: a part completing just after the previous reading.
+SLACK: Mapping[str, float] = {"good_count": 1.0, "reject_count": 1.0, "energy_kwh": 0.01}
+MS_PER_HOUR = 3_600_000
+
+
+@dataclass(frozen=True, slots=True)
+class CounterLimits:
+    """The most each counter of one machine can rise per hour: its physical limit."""
+
+    per_h: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_MAX_RATE_PER_H))
+
+    def max_increase(self, signal: str, elapsed_ms: int) -> float:
+        """The most signal can rise in elapsed_ms."""
+        rate = self.per_h.get(signal, DEFAULT_MAX_RATE_PER_H.get(signal, 0.0))
+        return rate * max(0, elapsed_ms) / MS_PER_HOUR + SLACK.get(signal, 0.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Anomaly:
+    """A counter reading the machine could not have reached: kept and reported, never counted."""
+
+    ts_ms: int
+    signal: str
+    previous: float  # the last plausible reading
+    value: float
+    elapsed_ms: int  # since that reading
+
+    @property
+    def rise(self) -> float:
+        """How far the reading is from the last plausible one (negative: below it, after a reset)."""
+        return self.value - self.previous
+
+
 def counter_delta(previous: float, current: float) -> float:
     """Return the increment between two readings of a cumulative counter; a decrease is a reset to zero."""
     # After a reset the counter restarted from 0, so everything it shows now is new.
@@ -44,25 +94,28 @@ def _number(value: object) -> float | None:
 
 
 class CounterTracker:
-    """Remember the last reading of each counter and turn the next reading into Counts."""
+    """Remember the last plausible reading of each counter and turn the next reading into Counts."""
 
-    def __init__(self) -> None:
-        self._last: dict[str, float] = {}
+    def __init__(self, limits: CounterLimits | None = None) -> None:
+        self.limits = limits or CounterLimits()
+        self._last: dict[str, tuple[int, float]] = {}  # signal -> (ts, value) of the last plausible reading
+        self._suspect: dict[str, tuple[int, float]] = {}  # signal -> the anomalous reading after it
+        self.anomalies: list[Anomaly] = []
 
-    def step(self, values: Mapping[str, object]) -> Counts:
+    def step(self, values: Mapping[str, object], ts_ms: int = 0) -> Counts:
         """Return the increments since the previous reading of each counter present in values."""
-        good, reject, kwh = self.step_raw(values)
+        good, reject, kwh = self.step_raw(values, ts_ms)
         return Counts(good, reject, kwh)
 
-    def step_raw(self, values: Mapping[str, object]) -> tuple[int, int, float]:
+    def step_raw(self, values: Mapping[str, object], ts_ms: int = 0) -> tuple[int, int, float]:
         """Return step's increments as (good, reject, kwh) without building Counts (it runs once per sample)."""
         return (
-            int(self._advance("good_count", values)),
-            int(self._advance("reject_count", values)),
-            float(self._advance("energy_kwh", values)),
+            int(self._advance("good_count", values, ts_ms)),
+            int(self._advance("reject_count", values, ts_ms)),
+            float(self._advance("energy_kwh", values, ts_ms)),
         )
 
-    def _advance(self, signal: str, values: Mapping[str, object]) -> float:
+    def _advance(self, signal: str, values: Mapping[str, object], ts: int) -> float:
         value = values.get(signal)
         if value is None:
             return 0
@@ -70,6 +123,23 @@ class CounterTracker:
         number = value if (type(value) is int or type(value) is float) and value >= 0 else _number(value)
         if number is None:
             return 0
-        previous = self._last.get(signal)
-        self._last[signal] = number
-        return 0 if previous is None else counter_delta(previous, number)
+        last = self._last.get(signal)
+        if last is None:
+            self._last[signal] = (ts, number)
+            return 0
+        limits = self.limits
+        step = counter_step(last[1], number, max_increase=limits.max_increase(signal, ts - last[0]))
+        if not step.anomaly:
+            self._last[signal] = (ts, number)
+            self._suspect.pop(signal, None)
+            return step.increment
+        suspect = self._suspect.get(signal)
+        if suspect is not None:
+            moved = counter_step(suspect[1], number, max_increase=limits.max_increase(signal, ts - suspect[0]))
+            if not moved.anomaly:  # the counter really is at the new level: count on from there
+                self._last[signal] = (ts, number)
+                del self._suspect[signal]
+                return moved.increment
+        self._suspect[signal] = (ts, number)
+        self.anomalies.append(Anomaly(ts, signal, last[1], number, ts - last[0]))
+        return 0

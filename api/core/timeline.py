@@ -26,7 +26,7 @@ import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from api.core.counters import CounterTracker, Counts
+from api.core.counters import Anomaly, CounterLimits, CounterTracker, Counts
 
 UNKNOWN = "UNKNOWN"
 _STATES = frozenset({"OFF", "IDLE", "SETUP", "RUNNING", "STOPPED", "MAINTENANCE"})
@@ -75,12 +75,16 @@ class Increment:
 
 @dataclass(frozen=True, slots=True)
 class Timeline:
-    """Intervals covering exactly [start_ms, end_ms), and the counter increments observed in (start_ms, end_ms]."""
+    """Intervals covering exactly [start_ms, end_ms), and the counter increments observed in (start_ms, end_ms].
+
+    anomalies: the counter readings in (start_ms, end_ms] the machine could not have reached (never counted).
+    """
 
     start_ms: int
     end_ms: int
     intervals: tuple[Interval, ...]
     increments: tuple[Increment, ...] = field(default=())
+    anomalies: tuple[Anomaly, ...] = field(default=())
 
     @property
     def window_ms(self) -> int:
@@ -172,8 +176,14 @@ def _dedupe(samples: Iterable[SampleIn]) -> list[SampleIn]:
     return [by_ts[ts] for ts in sorted(by_ts)]
 
 
-def classify(samples: Iterable[SampleIn], statuses: Iterable[StatusIn], max_gap_ms: int) -> Timeline:
-    """Classify all fetched samples into intervals and attributed increments, spanning first sample to last end."""
+def classify(
+    samples: Iterable[SampleIn], statuses: Iterable[StatusIn], max_gap_ms: int, limits: CounterLimits | None = None
+) -> Timeline:
+    """Classify all fetched samples into intervals and attributed increments, spanning first sample to last end.
+
+    limits: the machine's counter limits (default: CounterLimits(), generous ceilings); a rise beyond them is an
+    anomaly, reported and not counted.
+    """
     if max_gap_ms <= 0:
         raise ValueError(f"max_gap_ms must be positive, got {max_gap_ms}")
     ordered = _dedupe(samples)
@@ -188,7 +198,8 @@ def classify(samples: Iterable[SampleIn], statuses: Iterable[StatusIn], max_gap_
     # merge([_interval(...) per sample and per gap]) exactly.
     out: list[Interval] = []
     increments: list[Increment] = []
-    step = CounterTracker().step_raw
+    tracker = CounterTracker(limits)
+    step = tracker.step_raw
     state: object = None
     badge: object = None
     job: object = None
@@ -201,7 +212,7 @@ def classify(samples: Iterable[SampleIn], statuses: Iterable[StatusIn], max_gap_
     prev_key: Key | None = None
     for index in range(count):
         ts, values = ordered[index]
-        good, reject, kwh = step(values)
+        good, reject, kwh = step(values, ts)
         if prev_key is not None and not (good == 0 and reject == 0 and kwh == 0):
             owner = None
             if prev_key[0] != UNKNOWN and prev_end == ts:
@@ -255,7 +266,7 @@ def classify(samples: Iterable[SampleIn], statuses: Iterable[StatusIn], max_gap_
                 run_start, run_end, run_key = limit, following, _UNKNOWN_KEY
     assert run_key is not None
     out.append(Interval(run_start, run_end, *run_key))
-    return Timeline(out[0].start_ms, out[-1].end_ms, tuple(out), tuple(increments))
+    return Timeline(out[0].start_ms, out[-1].end_ms, tuple(out), tuple(increments), tuple(tracker.anomalies))
 
 
 def _ts_sorted(increments: Sequence[Increment]) -> bool:
@@ -294,11 +305,17 @@ def cut(timeline: Timeline, start_ms: int, end_ms: int) -> Timeline:
     if cursor < end_ms:
         pieces.append(Interval(cursor, end_ms))
     increments = increments_in(timeline.increments, start_ms, end_ms)
-    return Timeline(start_ms, end_ms, tuple(merge(pieces)), increments)
+    anomalies = tuple(a for a in timeline.anomalies if start_ms < a.ts_ms <= end_ms)
+    return Timeline(start_ms, end_ms, tuple(merge(pieces)), increments, anomalies)
 
 
 def build_timeline(
-    samples: Sequence[SampleIn], statuses: Sequence[StatusIn], start_ms: int, end_ms: int, max_gap_ms: int
+    samples: Sequence[SampleIn],
+    statuses: Sequence[StatusIn],
+    start_ms: int,
+    end_ms: int,
+    max_gap_ms: int,
+    limits: CounterLimits | None = None,
 ) -> Timeline:
     """Classify samples (ts_ms, values) and statuses (ts_ms, status) in full, then cut to [start_ms, end_ms)."""
-    return cut(classify(samples, statuses, max_gap_ms), start_ms, end_ms)
+    return cut(classify(samples, statuses, max_gap_ms, limits), start_ms, end_ms)

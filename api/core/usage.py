@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from api.core.counters import Counts
+from api.core.counters import Anomaly, Counts
 from api.core.sessions import sessions
 from api.core.timeline import Timeline, cut, sum_counts
 
@@ -36,6 +36,7 @@ class MachineTotals:
     total: Counts
     no_badge: Counts
     unattributed: Counts
+    anomalies: tuple[Anomaly, ...] = ()  # counter readings not counted: the machine could not have made them
 
 
 def usage(
@@ -71,4 +72,4 @@ def machine_totals(machine: str, timeline: Timeline, start_ms: int, end_ms: int)
     """Return a machine's total, no-badge and unattributed counts over [start_ms, end_ms)."""
     window = cut(timeline, start_ms, end_ms)
     no_badge = sum_counts(i.counts for i in window.increments if i.owner is not None and i.owner.badge == 0)
-    return MachineTotals(machine, window.coverage, window.totals(), no_badge, window.unattributed())
+    return MachineTotals(machine, window.coverage, window.totals(), no_badge, window.unattributed(), window.anomalies)

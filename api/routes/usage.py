@@ -6,7 +6,7 @@ from fastapi import APIRouter
 
 from api.core import machine_totals, usage
 from api.deps import PrincipalDep, SiteDep, StoreDep, WindowDep
-from api.models import CountsPublic, MachineTotalsPublic, UsagePublic, UsageRowPublic, utc
+from api.models import AnomalyPublic, CountsPublic, MachineTotalsPublic, UsagePublic, UsageRowPublic, utc
 from api.reader import fetch_timelines
 from shopfloor.config import Role
 
@@ -43,6 +43,16 @@ def get_usage(site: SiteDep, store: StoreDep, principal: PrincipalDep, window: W
                     total=CountsPublic.of(totals.total),
                     no_badge=CountsPublic.of(totals.no_badge),
                     unattributed=CountsPublic.of(totals.unattributed),
+                    anomalies=[
+                        AnomalyPublic(
+                            time=utc(a.ts_ms),
+                            signal=a.signal,
+                            previous=a.previous,
+                            value=a.value,
+                            elapsed_s=a.elapsed_ms / 1000,
+                        )
+                        for a in totals.anomalies
+                    ],
                 )
             )
     return UsagePublic(from_=utc(window.start_ms), to=utc(window.end_ms), rows=rows, machines=machines)

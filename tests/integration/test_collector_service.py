@@ -20,7 +20,7 @@ from shopfloor.config import Machine, SiteConfig, default_site_path, load_site
 from shopfloor.contracts import MAX_PAYLOAD_BYTES, LinkStatus, StatusMessage, Topic
 from shopfloor.influx import InfluxStore, Point, Row
 from shopfloor.mqtt import InboundMessage, MqttLink, MqttSettings
-from shopfloor.services import Mosquitto, free_port
+from shopfloor.services import InfluxDB, Mosquitto, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -575,3 +575,191 @@ def test_retained_junk_is_refused_once_not_on_every_reconnect(
     wait_for(lambda: collector.stats["retained_repeats"] == 1, "the resent junk acked silently")
     assert collector.stats["invalid"] == {"agent-not-serving": 1}
     assert [letter["kind"] for letter in dead_letters(dl)] == ["agent-not-serving"]
+
+
+# ---- stored history cannot be rewritten (collector.history) ----------------------------------------------------
+# A type-valid message resending a stored sample with other values (another tenant's badge on acme's sample) is
+# refused as sample-conflict, dead-lettered, acked and committed, and the store keeps what it had; the agent's own
+# resends, late data on time nothing was stored at, and an outbox fold carrying the value in effect still land.
+
+ACME, BATIK = 1001, 2001
+# acme's session on cnc-01 as the agent reported it: badge on change only (report by exception).
+REAL = [
+    {"ts": T0, "values": {"state": "RUNNING", "badge": ACME, "good_count": 10}},
+    {"ts": T0 + 1000, "values": {"good_count": 11}},
+    {"ts": T0 + 2000, "values": {"good_count": 12, "state": "IDLE"}},
+]
+
+
+def _publish_real(collector: Collector, client: Client, store: InfluxStore) -> None:
+    before = collector.stats["written_messages"]
+    for seq, sample in enumerate(REAL, start=1):
+        client.publish(TELEMETRY_TOPIC, encode(telemetry("cnc-01", seq, [sample])))
+    wait_for(lambda: collector.stats["written_messages"] >= before + len(REAL), "acme's samples written")
+    assert len(rows(store, "cnc-01")) == len(REAL)
+
+
+def _stored(store: InfluxStore) -> list[tuple[int, dict[str, Any]]]:
+    return rows(store, "cnc-01")
+
+
+def test_a_resent_sample_with_another_badge_is_refused_and_the_store_keeps_history(
+    tmp_path: Path, client: Client, influx_store: InfluxStore, make_collector: Callable[..., Collector]
+) -> None:
+    dl = tmp_path / "dl.jsonl"
+    collector = make_collector(influx_store, dead_letter=dl)
+    collector.start()
+    sync(collector, client)
+    _publish_real(collector, client, influx_store)
+    before = _stored(influx_store)
+    forged = [
+        # Another tenant's badge added to acme's stored sample (the badge is in effect there, not in the point).
+        encode(telemetry("cnc-01", 2, [{"ts": T0 + 1000, "values": {"good_count": 11, "badge": BATIK}}])),
+        # A stored value changed, under a fresh seq.
+        encode(telemetry("cnc-01", 99, [{"ts": T0 + 2000, "values": {"good_count": 5000}}])),
+        # A new sample and a rewrite in one message: the whole message is refused.
+        encode(
+            telemetry(
+                "cnc-01",
+                100,
+                [{"ts": T0 + 3000, "values": {"good_count": 13}}, {"ts": T0, "values": {"state": "STOPPED"}}],
+            )
+        ),
+    ]
+    for payload in forged:
+        client.publish(TELEMETRY_TOPIC, payload)
+    wait_for(lambda: collector.stats["invalid"].get("sample-conflict", 0) == len(forged), "every rewrite refused")
+    assert _stored(influx_store) == before
+    letters = [d for d in dead_letters(dl) if d["kind"] == "sample-conflict"]
+    assert [base64.b64decode(d["payload_b64"]) for d in letters] == forged
+    assert "stored without badge, where badge = 1001 was in effect" in letters[0]["detail"]
+    assert "stored with good_count = 12" in letters[1]["detail"]
+    assert "stored with state = 'RUNNING'" in letters[2]["detail"]
+
+
+def test_resends_late_data_and_an_outbox_fold_still_land(
+    client: Client, influx_store: InfluxStore, make_collector: Callable[..., Collector]
+) -> None:
+    collector = make_collector(influx_store)
+    collector.start()
+    sync(collector, client)
+    _publish_real(collector, client, influx_store)
+    accepted = [
+        # The agent resending a batch the store holds (its commit was lost): the same point again.
+        encode(telemetry("cnc-01", 2, [REAL[1]])),
+        # A batch the broker dropped, resent from the outbox after newer ones landed: on time nothing holds.
+        encode(telemetry("cnc-01", 4, [{"ts": T0 + 1500, "values": {"good_count": 11}}])),
+        # An outbox fold: the values of dropped samples carried into a stored sample, equal to what is in effect.
+        encode(
+            telemetry("cnc-01", 3, [{"ts": T0 + 2000, "values": {"good_count": 12, "state": "IDLE", "badge": ACME}}])
+        ),
+    ]
+    before = collector.stats["written_messages"]
+    for payload in accepted:
+        client.publish(TELEMETRY_TOPIC, payload)
+    wait_for(lambda: collector.stats["written_messages"] >= before + len(accepted), "all three written")
+    assert collector.stats["invalid"] == {}
+    assert _stored(influx_store) == [
+        (T0, REAL[0]["values"]),
+        (T0 + 1000, REAL[1]["values"]),
+        (T0 + 1500, {"good_count": 11}),
+        (T0 + 2000, {"good_count": 12, "state": "IDLE", "badge": ACME}),
+    ]
+
+
+def test_the_original_and_a_rewrite_in_one_flush_keep_the_original(
+    client: Client, influx_store: InfluxStore, make_collector: Callable[..., Collector]
+) -> None:
+    # A long flush interval puts both in one batch: the rewrite is checked after the original is written.
+    collector = make_collector(influx_store, flush_interval_s=1.0)
+    collector.start()
+    sync(collector, client)
+    original = encode(telemetry("cnc-01", 1, [REAL[0]]))
+    rewrite = encode(telemetry("cnc-01", 2, [{"ts": T0, "values": {"badge": BATIK}}]))
+    client.publish(TELEMETRY_TOPIC, original)
+    client.publish(TELEMETRY_TOPIC, rewrite)
+    wait_for(lambda: collector.stats["invalid"].get("sample-conflict", 0) == 1, "the rewrite refused")
+    assert _stored(influx_store) == [(T0, REAL[0]["values"])]
+
+
+def test_a_restarted_collector_knows_what_is_stored(
+    client: Client, influx_store: InfluxStore, make_collector: Callable[..., Collector]
+) -> None:
+    first = make_collector(influx_store)
+    first.start()
+    sync(first, client)
+    _publish_real(first, client, influx_store)
+    first.stop()
+    second = make_collector(influx_store)  # another client id: knows nothing but what the store holds
+    second.start()
+    sync(second, client)
+    client.publish(TELEMETRY_TOPIC, encode(telemetry("cnc-01", 9, [{"ts": T0 + 1000, "values": {"badge": BATIK}}])))
+    wait_for(lambda: second.stats["invalid"].get("sample-conflict", 0) == 1, "the rewrite refused")
+    assert _stored(influx_store)[1] == (T0 + 1000, REAL[1]["values"])
+
+
+def test_replicas_refuse_rewrites_of_what_the_other_wrote(
+    broker: Mosquitto, client: Client, influx_store: InfluxStore, make_collector: Callable[..., Collector]
+) -> None:
+    group = f"$share/h-{uuid.uuid4().hex[:6]}/"
+    replicas = [make_collector(influx_store, topic_prefix=group, history_refresh_s=0.2) for _ in range(2)]
+    for replica in replicas:
+        replica.start()
+    for replica in replicas:
+        assert replica.wait_connected(10)
+    time.sleep(0.5)  # both subscriptions in place
+    samples = [{"ts": T0 + 100 * i, "values": {"good_count": i, "badge": ACME}} for i in range(20)]
+    for seq, sample in enumerate(samples, start=1):
+        client.publish(TELEMETRY_TOPIC, encode(telemetry("cnc-01", seq, [sample])))
+    wait_for(lambda: len(_stored(influx_store)) == 20, "all 20 samples stored")
+    assert all(r.stats["written_messages"] > 0 for r in replicas), "the shared subscription split the stream"
+    time.sleep(0.5)  # past both replicas' refresh: each knows what the other wrote
+    for seq, sample in enumerate(samples, start=100):
+        client.publish(
+            TELEMETRY_TOPIC, encode(telemetry("cnc-01", seq, [{"ts": sample["ts"], "values": {"badge": BATIK}}]))
+        )
+    wait_for(lambda: sum(r.stats["invalid"].get("sample-conflict", 0) for r in replicas) == 20, "every rewrite refused")
+    assert {v["badge"] for _, v in _stored(influx_store)} == {ACME}
+
+
+def test_a_store_outage_during_the_check_loses_nothing(
+    fresh_influxdb: InfluxDB, client: Client, make_collector: Callable[..., Collector]
+) -> None:
+    store = InfluxStore(fresh_influxdb.url, f"test_{uuid.uuid4().hex[:10]}", timeout_s=2)
+    store.ensure_database()
+    collector = make_collector(store)
+    collector.start()
+    sync(collector, client)
+    _publish_real(collector, client, store)
+    fresh_influxdb.stop()
+    # A resend and a rewrite while the store is down: the check cannot read, so nothing is acked or refused.
+    client.publish(TELEMETRY_TOPIC, encode(telemetry("cnc-01", 2, [REAL[1]])))
+    client.publish(TELEMETRY_TOPIC, encode(telemetry("cnc-01", 7, [{"ts": T0 + 1000, "values": {"badge": BATIK}}])))
+    wait_for(lambda: collector.stats["store_failures"] >= 2, "the check to fail on the store")
+    assert collector.stats["invalid"] == {}
+    fresh_influxdb.start()
+    wait_for(lambda: collector.stats["invalid"].get("sample-conflict", 0) == 1, "the rewrite refused once back")
+    assert _stored(store)[1] == (T0 + 1000, REAL[1]["values"])
+    store.close()
+
+
+def test_commits_cover_refused_rewrites(
+    broker: Mosquitto, client: Client, influx_store: InfluxStore, make_collector: Callable[..., Collector]
+) -> None:
+    commits = Client(broker.url, [str(Topic.commits(SITE, "edge-1"))])
+    try:
+        collector = make_collector(influx_store)
+        collector.start()
+        sync(collector, client)
+        _publish_real(collector, client, influx_store)
+        client.publish(TELEMETRY_TOPIC, encode(telemetry("cnc-01", 4, [{"ts": T0, "values": {"badge": BATIK}}])))
+        wait_for(lambda: collector.stats["invalid"].get("sample-conflict", 0) == 1, "the rewrite refused")
+        # Committed like every refusal for good, or a broken agent would resend it forever.
+        wait_for(
+            lambda: (
+                merged_commits(commits.messages()).get(str(Topic.commits(SITE, "edge-1")), {}).get("cnc-01") == [(1, 4)]
+            ),
+            "seqs 1..4 committed",
+        )
+    finally:
+        commits.close()

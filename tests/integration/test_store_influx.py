@@ -125,6 +125,20 @@ def test_oversize_batch_is_split_until_it_fits(small_body_influxdb: InfluxDB) ->
         assert stats["rejected_lines"] == 0
 
 
+def test_a_partial_answer_is_an_error_never_data(tmp_path: Path) -> None:
+    # InfluxDB cuts an answer at max-row-limit and says "partial": true; a figure from it would be wrong.
+    server = own_influxdb(tmp_path, max_row_limit="100")
+    try:
+        with InfluxStore(server.url, "partial") as store:
+            store.ensure_database()
+            assert store.write_lines([to_line(Point("telemetry", TAGS, {"x": i}, T0 + i)) for i in range(150)]) == []
+            assert len(store.telemetry("bdg", TAGS["machine"], T0 - 1, T0 + 100)) == 100  # at the limit: whole
+            with pytest.raises(StoreRejected, match="partial"):
+                store.telemetry("bdg", TAGS["machine"], T0 - 1, T0 + 1000)
+    finally:
+        server.stop()
+
+
 def test_a_line_over_the_body_limit_is_rejected_alone(small_body_influxdb: InfluxDB) -> None:
     with InfluxStore(small_body_influxdb.url, "huge") as store:
         store.ensure_database()

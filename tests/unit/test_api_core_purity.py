@@ -1,4 +1,8 @@
-"""The analytics core stays pure: it imports only the standard library and itself."""
+"""The analytics core stays pure: it imports only the standard library, itself and pure kernel modules.
+
+A pure kernel module (shopfloor.counters: one counter semantics for the agent, the replay and the analytics) imports
+only the standard library itself, which is checked here too.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-CORE = Path(__file__).resolve().parents[2] / "api" / "core"
+ROOT = Path(__file__).resolve().parents[2]
+CORE = ROOT / "api" / "core"
+PURE_KERNEL = {"shopfloor.counters"}
 
 
 def imported_roots(path: Path) -> set[str]:
@@ -24,12 +30,19 @@ def imported_roots(path: Path) -> set[str]:
 
 @pytest.mark.parametrize("path", sorted(CORE.glob("*.py")), ids=lambda p: p.name)
 def test_core_imports_only_stdlib(path: Path) -> None:
-    foreign = {r for r in imported_roots(path) if r not in sys.stdlib_module_names and r not in {"api", "__future__"}}
+    allowed = {"api", "shopfloor", "__future__"}
+    foreign = {r for r in imported_roots(path) if r not in sys.stdlib_module_names and r not in allowed}
     assert foreign == set(), f"{path.name} imports {foreign}"
-    api_modules = {
-        n.module for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.ImportFrom) and n.module
-    }
-    assert all(m.startswith("api.core") for m in api_modules if m.startswith("api")), api_modules
+    modules = {n.module for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.ImportFrom) and n.module}
+    assert all(m.startswith("api.core") for m in modules if m.startswith("api")), modules
+    assert {m for m in modules if m.startswith("shopfloor")} <= PURE_KERNEL, modules
+
+
+@pytest.mark.parametrize("module", sorted(PURE_KERNEL))
+def test_the_kernel_modules_the_core_uses_are_pure(module: str) -> None:
+    path = ROOT.joinpath(*module.split(".")).with_suffix(".py")
+    foreign = {r for r in imported_roots(path) if r not in sys.stdlib_module_names and r != "__future__"}
+    assert foreign == set(), f"{module} imports {foreign}"
 
 
 def test_core_files_exist() -> None:

@@ -70,8 +70,8 @@ def test_same_batch_gives_same_points() -> None:
             'machine_status,machine=press-01,site=bdg agent="edge-1",detail="",status="online" 1764291600123',
         ),
         (
-            StatusMessage(status=LinkStatus.UNREACHABLE, ts=T0, agent="edge-1", detail='timeout "2 s"\nretrying'),
-            'machine_status,machine=press-01,site=bdg agent="edge-1",detail="timeout \\"2 s\\"\\nretrying",'
+            StatusMessage(status=LinkStatus.UNREACHABLE, ts=T0, agent="edge-1", detail='timeout "2 s" \\ retrying'),
+            'machine_status,machine=press-01,site=bdg agent="edge-1",detail="timeout \\"2 s\\" \\\\ retrying",'
             'status="unreachable" 1764291600123',
         ),
         (

@@ -129,7 +129,15 @@ HOSTILE: list[tuple[str, bytes, str, str]] = [
     ("uint16-above-range", raw(body({"spindle_rpm": 65536})), "out-of-range", "allows an int in 0..65535"),
     ("bits16-negative", raw(body({"alarms": -1})), "out-of-range", "allows an int in 0..65535"),
     ("state-unknown", raw(body({"state": "EXPLODED"})), "out-of-range", "allows one of IDLE, MAINTENANCE, OFF"),
-    ("job-too-long", raw(body({"job": "J" * 17})), "out-of-range", "a str of at most 16 characters"),
+    ("job-too-long", raw(body({"job": "J" * 17})), "out-of-range", "a printable ASCII str of at most 16 characters"),
+    ("job-newline", raw(body({"job": "a\nb"})), "out-of-range", "'a\\nb' holds control or other non-printable"),
+    ("job-terminal-escape", raw(body({"job": "\x1b[2J"})), "out-of-range", "holds control or other non-printable"),
+    ("job-tab", raw(body({"job": "A\tB"})), "out-of-range", "holds control or other non-printable"),
+    ("job-nul", raw(body({"job": "A\x00"})), "out-of-range", "holds control or other non-printable"),
+    ("job-del", raw(body({"job": "A\x7f"})), "out-of-range", "holds control or other non-printable"),
+    ("job-line-separator", raw(body({"job": "A\u2028B"})), "out-of-range", "holds control or other non-printable"),
+    ("job-bidi-override", raw(body({"job": "\u202eCBA"})), "out-of-range", "holds control or other non-printable"),
+    ("job-non-ascii", raw(body({"job": "J\u00e9"})), "out-of-range", "'J\u00e9' holds non-ASCII characters"),
     (
         "nan",
         b'{"v":1,"agent":"edge-1","site":"bdg","machine":"cnc-01","seq":1,'
@@ -432,6 +440,7 @@ VALUES: list[Any] = [
     *[0, 1, 812, 65535, 65536, 2**31, 2**53, 2**53 + 1, 10**12, -1, -32768],
     *[0.0, 1.5, 12.0, 3276.7, 6553.5, -0.5, 1e9, 1.7e308, math.nan, math.inf, -math.inf],
     *["RUNNING", "OFF", "IDLE", "MAINTENANCE", "J-1", "", "x" * 17, "x" * 300, "EXPLODED", "12"],
+    *["a\nb", "\x1b[2J", "J\u00e9", "\u2028", "A\x00"],
     *[True, False, None, [1], {"a": 1}],
 ]
 json_values = st.one_of(
@@ -535,7 +544,13 @@ def _allowed(rule: SignalRule, value: Any) -> bool:
     if rule.kind is ValueKind.BOOL:
         return type(value) is bool
     if rule.kind is ValueKind.STR:
-        return type(value) is str and len(value) <= rule.max_length and (rule.labels is None or value in rule.labels)
+        return (
+            type(value) is str
+            and len(value) <= rule.max_length
+            and (rule.labels is None or value in rule.labels)
+            and value.isprintable()
+            and (value.isascii() or not rule.ascii)
+        )
     if rule.kind is ValueKind.INT and type(value) is not int:
         return False
     if rule.kind is ValueKind.FLOAT and type(value) is not float:

@@ -23,6 +23,7 @@ from shopfloor.contracts import (
     is_valid_signal,
     parse_status,
     parse_telemetry,
+    printable,
     subscription_filters,
     validate_status,
     validate_telemetry,
@@ -131,6 +132,9 @@ def test_float_counter_accepts_integer_value() -> None:
         (raw(batch(samples=[{"ts": TS, "values": {"energy_kwh": "12"}}])), "invalid-payload"),
         (raw(batch(samples=[{"ts": TS, "values": {"job": 5}}])), "invalid-payload"),
         (raw(batch(samples=[{"ts": TS, "values": {"job": "x" * 300}}])), "invalid-payload"),
+        (raw(batch(samples=[{"ts": TS, "values": {"job": "A\nB"}}])), "invalid-payload"),
+        (raw(batch(samples=[{"ts": TS, "values": {"operator_note": "\x1b]0;pwned\x07"}}])), "invalid-payload"),
+        (raw(batch(samples=[{"ts": TS, "values": {"stop_reason": "\u2028"}}])), "invalid-payload"),
         (raw(batch(samples=[{"ts": TS, "values": {"Bad Name": 1}}])), "invalid-payload"),
         (raw(batch(samples=[{"ts": TS, "values": {"nested": {"a": 1}}}])), "invalid-payload"),
         (raw(batch(samples=[{"ts": TS, "values": {f"s{i}": i for i in range(65)}}])), "invalid-payload"),
@@ -161,6 +165,29 @@ def test_status_round_trip_and_rejection() -> None:
         parse_status(topic, b'{"v":1,"status":"sleeping","ts":1764291600123,"agent":"edge-1"}')
     with pytest.raises(PayloadError):
         parse_status(topic, b'{"v":7}')
+
+
+@pytest.mark.parametrize("detail", ["no reply\nin 2 s", "\x1b[2Jcleared", "tab\there", "\u202eesrever"])
+def test_a_status_detail_with_control_characters_is_refused(detail: str) -> None:
+    body = json.dumps({"v": 1, "status": "unreachable", "ts": TS, "agent": "edge-1", "detail": detail}).encode()
+    with pytest.raises(PayloadError) as info:
+        parse_status(Topic.machine_status("bdg", "cnc-01"), body)
+    assert info.value.kind == "invalid-payload" and "non-printable" in info.value.detail
+
+
+@pytest.mark.parametrize(
+    ("text", "want"),
+    [
+        ("no reply in 2 s", "no reply in 2 s"),
+        ("connection reset\n  by peer", "connection reset   by peer"),  # the newline is one space
+        ("\x1b[2J\x1b[Hgone", "[2J [Hgone"),
+        ("\t\r\n", ""),
+        ("x" * 600, "x" * 500),
+    ],
+)
+def test_printable_makes_any_text_a_valid_detail(text: str, want: str) -> None:
+    assert printable(text) == want
+    StatusMessage(status=LinkStatus.UNREACHABLE, ts=TS, agent="edge-1", detail=printable(text))
 
 
 def test_sample_is_frozen() -> None:

@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 from test_collector_registry import EXAMPLE, HOSTILE, NOW, REGISTRY, TWO_AGENTS, VALID, _open_site, body
 from test_collector_registry import messages as registry_messages
 
-from collector.registry import Registry, SignalRule, ValueKind
+from collector.convert import batch_to_lines, batch_to_lines_reference
+from collector.registry import CheckedLines, MachineRules, Registry, SignalRule, ValueKind
 from shopfloor.contracts import (
     CANONICAL_SIGNALS,
     MAX_SAMPLES_PER_BATCH,
@@ -328,7 +329,7 @@ def test_fast_validation_takes_plainly_valid_batches_itself(data: st.DataObject)
     )
     plain = {name: data.draw(canonical_value(name)) for name in values}
     plain = {k: v for k, v in plain.items() if not (type(v) is float and not math.isfinite(v))}
-    plain = {k: v for k, v in plain.items() if not (type(v) is str and len(v) > 256)}
+    plain = {k: v for k, v in plain.items() if not (type(v) is str and (len(v) > 256 or not v.isprintable()))}
     body = {
         "v": 1,
         "agent": data.draw(st.from_regex(r"[a-z0-9][a-z0-9-]{0,62}", fullmatch=True)),
@@ -412,10 +413,34 @@ def test_fast_models_are_the_models() -> None:
 
 # ---- the registry --------------------------------------------------------------------------------------------
 
+
+def _odd_registry() -> Registry:
+    """The example site with rules no example profile has, on cnc-01: a bool, labels that need escaping (or that no
+    value may be: too long, not printable, not ASCII), a free non-ASCII string, a canonical float declared an int."""
+    odd = {
+        "door_open": SignalRule(ValueKind.BOOL),
+        "mode": SignalRule(
+            ValueKind.STR,
+            labels=frozenset(['a"b', "c\\d", "A B,C=D", "x\ny", "\u00e9t\u00e9", "M" * 17, "ok"]),
+            max_length=16,
+            ascii=True,
+        ),
+        "note": SignalRule(ValueKind.STR, max_length=40),
+        "energy_kwh": SignalRule(ValueKind.INT, 0.0, 1e12),
+        "temp_c": SignalRule(ValueKind.FLOAT, -50.0, 200.5),
+    }
+    machines = dict(REGISTRY.machines)
+    cnc = machines["cnc-01"]
+    machines["cnc-01"] = MachineRules(cnc.machine, cnc.profile, cnc.agent, {**cnc.signals, **odd})
+    return Registry(REGISTRY.site_id, machines, REGISTRY.agents)
+
+
 OPEN = Registry.from_site(_open_site())
 BACKFILL = Registry.from_site(EXAMPLE, backfill=True)
 TIGHT = Registry.from_site(EXAMPLE, max_ahead_ms=1000, max_behind_ms=60_000)
-REGISTRIES = [REGISTRY, TWO_AGENTS, OPEN, BACKFILL, TIGHT]
+ODD = _odd_registry()
+REGISTRIES = [REGISTRY, TWO_AGENTS, OPEN, BACKFILL, TIGHT, ODD]
+REGISTRY_IDS = ["example", "two-agents", "open", "backfill", "tight", "odd"]
 MACHINES = sorted(REGISTRY.machines)
 
 
@@ -434,6 +459,8 @@ def edges(rule: SignalRule) -> tuple[list[Any], list[Any]]:
         labels = (
             sorted(rule.labels) if rule.labels is not None else ["", "J-1"[: rule.max_length], "x" * rule.max_length]
         )
+        if rule.labels is None:
+            labels += ['a "b\\c', "\u00e9"]
         return labels, ["x" * (rule.max_length + 1), "running", 0, True, None]
     low, high = rule.low, rule.high
     ints = [int(low), int(high), int(low) + 1, int(high) - 1, int((low + high) / 2)]
@@ -523,7 +550,7 @@ def test_fast_registry_agrees_on_the_registry_property_test_messages(data: st.Da
 
 
 @pytest.mark.parametrize("payload", [h[1] for h in HOSTILE], ids=[h[0] for h in HOSTILE])
-@pytest.mark.parametrize("registry", REGISTRIES, ids=["example", "two-agents", "open", "backfill", "tight"])
+@pytest.mark.parametrize("registry", REGISTRIES, ids=REGISTRY_IDS)
 def test_hostile_cases_agree(registry: Registry, payload: bytes) -> None:
     new, reference = both_registry_paths(registry, Topic.telemetry("bdg", "cnc-01"), payload)
     assert new == reference
@@ -551,6 +578,144 @@ def test_every_declared_signal_of_the_example_site_has_a_fast_rule() -> None:
     # Otherwise every message with that signal would take the slow path (correct, but slow).
     for machine, rules in REGISTRY.machines.items():
         assert sorted(REGISTRY._fast_rules[machine]) == sorted(rules.signals), machine
+
+
+# ---- the fused pass: check_telemetry_lines checks and renders in one pass ------------------------------------------
+
+
+def lines_outcome_of(run: Any) -> tuple[Any, ...]:
+    """What a telemetry check gave: the header and lines (types included), or the refusal."""
+    try:
+        checked = run()
+    except PayloadError as exc:
+        return ("refused", exc.kind, exc.detail)
+    except Exception as exc:  # neither path may crash differently either
+        return ("raised", type(exc).__name__, str(exc))
+    header = (checked.agent, checked.site, checked.machine, checked.seq, checked.first_ts, checked.last_ts)
+    assert all(type(line) is str for line in checked.lines)
+    return ("accepted", typed(header), checked.lines)
+
+
+def model_lines(registry: Registry, topic: Topic, payload: bytes) -> Any:
+    """The reference: the model path's batch, rendered by batch_to_lines, with the ts span worked out here."""
+    batch = registry.check_telemetry_model(topic, payload, NOW)
+    lines = batch_to_lines(batch)
+    assert lines == batch_to_lines_reference(batch)  # and so render_line's, byte for byte
+    stamps = [s.ts for s in batch.samples if s.values]
+    first, last = (min(stamps), max(stamps)) if stamps else (None, None)
+    return CheckedLines(batch.agent, batch.site, batch.machine, batch.seq, lines, first, last)
+
+
+def both_line_paths(registry: Registry, topic: Topic, payload: bytes) -> tuple[tuple[Any, ...], ...]:
+    try:
+        data = decode_payload(payload)
+    except PayloadError:
+        pass
+    else:
+        if topic.machine in registry.machines and topic.site == registry.site_id:
+            before = repr(data)
+            registry._fast_lines(topic, data, registry.machines[topic.machine], NOW)
+            assert repr(data) == before  # the fused pass leaves data alone: the fallback reuses it
+    return (
+        lines_outcome_of(lambda: registry.check_telemetry_lines(topic, payload, NOW)),
+        lines_outcome_of(lambda: model_lines(registry, topic, payload)),
+    )
+
+
+@SETTINGS
+@given(registry_payloads())
+def test_fused_lines_agree_with_the_model_path(case: tuple[Registry, Topic, bytes]) -> None:
+    registry, topic, payload = case
+    new, reference = both_line_paths(registry, topic, payload)
+    assert new == reference
+    event(f"{new[0]} {new[1] if new[0] != 'accepted' else ''}")
+
+
+@SETTINGS
+@given(st.data(), st.sampled_from([REGISTRY, TWO_AGENTS]))
+def test_fused_lines_agree_on_the_registry_property_test_messages(data: st.DataObject, registry: Registry) -> None:
+    topic, payload = data.draw(registry_messages(registry))
+    new, reference = both_line_paths(registry, topic, payload)
+    assert new == reference
+    event(f"{new[0]} {new[1] if new[0] != 'accepted' else ''}")
+
+
+@pytest.mark.parametrize("payload", [h[1] for h in HOSTILE], ids=[h[0] for h in HOSTILE])
+@pytest.mark.parametrize("registry", REGISTRIES, ids=REGISTRY_IDS)
+def test_hostile_cases_give_the_same_refusal_or_lines(registry: Registry, payload: bytes) -> None:
+    new, reference = both_line_paths(registry, Topic.telemetry("bdg", "cnc-01"), payload)
+    assert new == reference
+
+
+@pytest.mark.parametrize("topic", [Topic.telemetry("jkt", "cnc-01"), Topic.telemetry("bdg", "cnc-99")])
+def test_unknown_site_and_machine_give_the_same_refusal(topic: Topic) -> None:
+    payload = json.dumps(body(site=topic.site, machine=topic.machine)).encode()
+    new, reference = both_line_paths(REGISTRY, topic, payload)
+    assert new == reference and new[0] == "refused"
+
+
+ODD_VALUES = [  # cnc-01 of ODD: each sample's values, written by the fused pass itself
+    {"door_open": True, "mode": 'a"b', "note": 'say "hi" \\ \u00e9', "energy_kwh": 12, "temp_c": -0.0},
+    {"door_open": False, "mode": "c\\d", "note": "", "energy_kwh": 2**39, "temp_c": 200},
+    {"mode": "A B,C=D", "state": "RUNNING", "good_count": 2**53, "power_kw": 2**53 + 1},
+    {},
+    {"temp_c": 1e-300, "job": 'J "1"'},
+]
+
+
+@pytest.mark.parametrize(
+    ("registry", "machine", "samples"),
+    [
+        *[(REGISTRY, v[0], [{"ts": NOW, "values": v[2]}]) for v in VALID],
+        (ODD, "cnc-01", [{"ts": NOW - i, "values": v} for i, v in enumerate(ODD_VALUES)]),
+        (ODD, "cnc-01", [{"ts": NOW + i, "values": v} for i, v in enumerate(reversed(ODD_VALUES))]),
+        (REGISTRY, "cnc-01", [{"ts": NOW + 5, "values": {}}, {"ts": NOW - 5, "values": {}}]),
+    ],
+    ids=[*(v[1] for v in VALID), "odd", "odd-reversed", "only-empty"],
+)
+def test_valid_cases_take_the_fused_pass(registry: Registry, machine: str, samples: list[dict[str, Any]]) -> None:
+    topic = Topic.telemetry("bdg", machine)
+    payload = json.dumps(body(machine=machine, samples=samples)).encode()
+    fast = registry._fast_lines(topic, decode_payload(payload), registry.machines[machine], NOW)
+    assert fast is not None
+    assert fast == model_lines(registry, topic, payload)
+    assert [type(t) for t in (fast.first_ts, fast.last_ts)] == ([int, int] if fast.lines else [type(None)] * 2)
+
+
+def test_labels_no_value_may_be_are_left_to_the_model() -> None:
+    # Too long, not printable, not ASCII: the model path says which (out-of-range); the fused pass never writes them.
+    for label in ["M" * 17, "x\ny", "\u00e9t\u00e9"]:
+        payload = json.dumps(body({"mode": label})).encode()
+        assert ODD._fast_lines(TOPIC, decode_payload(payload), ODD.machines["cnc-01"], NOW) is None
+        new, reference = both_line_paths(ODD, TOPIC, payload)
+        assert new == reference and new[:2] == ("refused", "out-of-range"), new
+
+
+def test_more_than_64_values_are_left_to_the_model_even_if_the_profile_declares_them() -> None:
+    machines = dict(REGISTRY.machines)
+    cnc = machines["cnc-01"]
+    wide = {f"s{i}": SignalRule(ValueKind.INT, 0.0, 9.0) for i in range(70)}
+    machines["cnc-01"] = MachineRules(cnc.machine, cnc.profile, cnc.agent, wide)
+    registry = Registry(REGISTRY.site_id, machines, REGISTRY.agents)
+    for n in (64, 65):
+        payload = json.dumps(body({f"s{i}": 1 for i in range(n)})).encode()
+        fast = registry._fast_lines(TOPIC, decode_payload(payload), registry.machines["cnc-01"], NOW)
+        assert (fast is not None) == (n == 64)
+        new, reference = both_line_paths(registry, TOPIC, payload)
+        assert new == reference and new[0] == ("accepted" if n == 64 else "refused"), new
+
+
+def test_layouts_are_remembered_boundedly() -> None:
+    registry = _odd_registry()
+    plan = registry._line_plans["cnc-01"]
+    names = sorted(registry.machines["cnc-01"].signals)
+    k = len(names)
+    for n in range(1500):  # more distinct layouts (names in JSON order) than remembered
+        values = dict.fromkeys([names[n % k], names[n // k % k], names[n // k // k % k]])
+        assert plan.layout(values) is not None
+        assert len(plan.layouts) <= 1024
+    assert 0 < len(plan.layouts) < 1024  # started over once full
+    assert plan.layout({"state": "RUNNING", "junk": 1}) is None  # a name without a rule: the model decides
 
 
 # ---- line protocol: batch_to_lines renders what render_line does -------------------------------------------------
