@@ -312,7 +312,7 @@ def add_parser(sub: Any) -> None:
         default=None,
         metavar="N",
         help="points held in memory before the collector pauses (stops taking messages until drained; default: "
-        "4 x --batch-points)",
+        "10 x --batch-points)",
     )
     g = add_metrics(p)
     g.add_argument(
