@@ -322,6 +322,20 @@ class Registry:
         # The fused pass leaves data as decoded: the model gets the payload as sent.
         return CheckedLines.of(self._check_telemetry_data(topic, data, rules, now_ms))
 
+    def _fast_envelope(
+        self, topic: Topic, data: Any, rules: MachineRules
+    ) -> tuple[str, str, str, int, list[Any]] | None:
+        """The header of data if it plainly matches the topic and the serving agent; None: let the model decide."""
+        header = fast_header(data)
+        if header is None:
+            return None
+        agent, site, machine, _seq, _samples = header
+        if site != topic.site or machine != topic.machine:
+            return None
+        if self.agents is not None and (agent != rules.agent or agent not in self.agents):
+            return None
+        return header
+
     def _fast_lines(self, topic: Topic, data: Any, rules: MachineRules, now_ms: int) -> CheckedLines | None:
         """check_telemetry_lines' result if data plainly passes every check; None: let the model decide.
 
@@ -329,14 +343,10 @@ class Registry:
         a float is declared as that float). Every sample's checked values go into one list, and one % of the
         samples' templates (see _LinePlan.layout) renders them all. Does not modify data.
         """
-        header = fast_header(data)
+        header = self._fast_envelope(topic, data, rules)
         if header is None:
             return None
         agent, site, machine, seq, raw_samples = header
-        if site != topic.site or machine != topic.machine:
-            return None
-        if self.agents is not None and (agent != rules.agent or agent not in self.agents):
-            return None
         plan = self._line_plans.get(machine)
         if plan is None:
             return None
@@ -423,14 +433,10 @@ class Registry:
         the contract's (see _fast_rule). Turns ints where a float is declared into floats in data, as the model
         path does, and keeps data's values dicts in the batch (data is this message's own).
         """
-        header = fast_header(data)
+        header = self._fast_envelope(topic, data, rules)
         if header is None:
             return None
         agent, site, machine, seq, raw_samples = header
-        if site != topic.site or machine != topic.machine:
-            return None
-        if self.agents is not None and (agent != rules.agent or agent not in self.agents):
-            return None
         fast = self._fast_rules.get(topic.machine)
         if fast is None:
             return None
