@@ -707,7 +707,15 @@ def test_replicas_refuse_rewrites_of_what_the_other_wrote(
         replica.start()
     for replica in replicas:
         assert replica.wait_connected(10)
-    time.sleep(0.5)  # both subscriptions in place
+    # Both subscriptions in place: probe until each replica has received one (the broker shares the group's
+    # messages only among members it already has).
+    starts = [r.stats["received"] for r in replicas]
+    deadline = time.monotonic() + 15
+    probe = StatusMessage(status=LinkStatus.ONLINE, ts=T0, agent="edge-1").to_json()
+    while any(r.stats["received"] == s for r, s in zip(replicas, starts, strict=True)):
+        assert time.monotonic() < deadline, "a replica never received a probe"
+        client.publish(PROBE, probe)
+        time.sleep(0.1)
     samples = [{"ts": T0 + 100 * i, "values": {"good_count": i, "badge": ACME}} for i in range(20)]
     for seq, sample in enumerate(samples, start=1):
         client.publish(TELEMETRY_TOPIC, encode(telemetry("cnc-01", seq, [sample])))
