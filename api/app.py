@@ -13,9 +13,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from api.deps import current_principal
-from api.routes import health, machines, usage
+from api.figures import RollupReader
+from api.routes import health, machines, oee, usage
 from shopfloor.config import SiteConfig
-from shopfloor.influx import InfluxStore, StoreRejected, StoreUnavailable
+from shopfloor.store import StoreRejected, StoreUnavailable, TimeSeriesStore
 
 log = logging.getLogger(__name__)
 # Echoed inputs in 422 bodies are cut to this many characters, so a huge hostile input is not sent back whole.
@@ -38,16 +39,26 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def create_app(site: SiteConfig, store: InfluxStore, *, clock: Callable[[], datetime] = _now) -> FastAPI:
-    """Build the API for one site reading from store; clock gives the current time (aware)."""
+def create_app(
+    site: SiteConfig,
+    store: TimeSeriesStore,
+    *,
+    clock: Callable[[], datetime] = _now,
+    rollups: RollupReader | None = None,
+) -> FastAPI:
+    """Build the API for one site reading from store; clock gives the current time (aware).
+
+    rollups: where closed hours are materialised (api.rollups); None computes every figure from raw data.
+    """
     app = FastAPI(
         title="Shopfloor API",
         version="1",
-        description="Live machine state, state timelines and per-tenant usage of a shared-machine facility.",
+        description="Live machine state, state timelines, per-tenant usage and OEE of a shared-machine facility.",
     )
     app.state.site = site
     app.state.store = store
     app.state.clock = clock
+    app.state.rollups = rollups
 
     @app.exception_handler(RequestValidationError)
     def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -67,6 +78,7 @@ def create_app(site: SiteConfig, store: InfluxStore, *, clock: Callable[[], date
     v1 = APIRouter(prefix="/v1", dependencies=[Depends(current_principal)])
     v1.include_router(machines.router)
     v1.include_router(usage.router)
+    v1.include_router(oee.router)
     app.include_router(health.router)
     app.include_router(v1)
     return app

@@ -3,40 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Query, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from api.core.sessions import UNKNOWN_TENANT
+from api.figures import RollupReader
 from api.params import MAX_PARAM_CHARS, Window, invalid, parse_window
-from shopfloor.config import Machine, Role, SiteConfig
+from api.policy import Principal, Role
+from shopfloor.config import Machine, SiteConfig
 from shopfloor.contracts import is_valid_id
-from shopfloor.influx import InfluxStore
 from shopfloor.keys import find_key
+from shopfloor.store import TimeSeriesStore
 
 # Keys made by `shopfloor keygen` are ~47 characters; anything far longer is not worth hashing.
 MAX_KEY_CHARS = 512
 
 _bearer = HTTPBearer(auto_error=False, description="API key: `Authorization: Bearer sfk_...`")
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """Who is calling: the API key's name, role and (for tenant keys) tenant."""
-
-    name: str
-    role: Role
-    tenant: str | None = None
-
-    def sees(self, tenant: str | None) -> bool:
-        """Whether this caller may see rows of tenant (admins and operators see all)."""
-        if self.role is not Role.TENANT:
-            return True
-        # 'unknown' stands for badges nobody owns: never a tenant key's own rows.
-        return tenant is not None and tenant != UNKNOWN_TENANT and tenant == self.tenant
 
 
 def get_site(request: Request) -> SiteConfig:
@@ -45,9 +29,9 @@ def get_site(request: Request) -> SiteConfig:
     return site
 
 
-def get_store(request: Request) -> InfluxStore:
+def get_store(request: Request) -> TimeSeriesStore:
     """The time-series store the app reads from."""
-    store: InfluxStore = request.app.state.store
+    store: TimeSeriesStore = request.app.state.store
     return store
 
 
@@ -57,8 +41,15 @@ def get_now(request: Request) -> datetime:
     return clock()
 
 
+def get_rollups(request: Request) -> RollupReader | None:
+    """The roll-up store the app reads closed hours from, None when it has none (everything from raw data)."""
+    rollups: RollupReader | None = getattr(request.app.state, "rollups", None)
+    return rollups
+
+
 SiteDep = Annotated[SiteConfig, Depends(get_site)]
-StoreDep = Annotated[InfluxStore, Depends(get_store)]
+RollupsDep = Annotated[RollupReader | None, Depends(get_rollups)]
+StoreDep = Annotated[TimeSeriesStore, Depends(get_store)]
 NowDep = Annotated[datetime, Depends(get_now)]
 
 
@@ -76,7 +67,8 @@ def current_principal(
     found = find_key(site.api_keys, presented) if len(presented) <= MAX_KEY_CHARS else None
     if found is None:
         raise _unauthorized("invalid API key")
-    return Principal(found.name, found.role, found.tenant)
+    # The key file's role names are the policy's (a unit test checks every one maps).
+    return Principal(found.name, Role(found.role.value), found.tenant)
 
 
 PrincipalDep = Annotated[Principal, Depends(current_principal)]

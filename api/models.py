@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from api.core import Counts
-
-Link = Literal["online", "unreachable", "stale"]
+from api.policy import Link as Link  # re-exported: the policy module owns it
+from api.policy import TotalsScope
 
 
 def utc(ms: int) -> datetime:
@@ -31,7 +31,7 @@ class CountsPublic(BaseModel):
 
 
 class CountersPublic(BaseModel):
-    """A machine's cumulative counters as last reported."""
+    """A machine's cumulative counters as last reported (all null for tenant keys: they are every tenant's history)."""
 
     good_count: int | None = None
     reject_count: int | None = None
@@ -44,13 +44,16 @@ class MachinePublic(BaseModel):
     id: str
     name: str
     profile: str
-    state: str = Field(description="latest state while the link is online, else UNKNOWN")
-    last_state: str | None = Field(description="the last state reported, however old")
+    state: str | None = Field(
+        description="latest state while the link is online, else UNKNOWN; null: another tenant's, not yours to see"
+    )
+    last_state: str | None = Field(description="the last state reported, however old; null as state")
     link: Link = Field(description="online; unreachable (PLC or agent down); stale (silent longer than max gap)")
-    last_seen: datetime | None = Field(description="time of the newest sample (ISO 8601 UTC)")
+    last_seen: datetime | None = Field(description="time of the newest sample (ISO 8601 UTC); null as state")
     age_s: float | None = Field(description="seconds since last_seen")
-    tenant: str | None = Field(description="tenant of the badge logged in; null if nobody or not yours to see")
+    tenant: str | None = Field(description="tenant of the badge logged in; null if nobody, unowned or not yours")
     occupied: bool = Field(description="whether a badge is logged in")
+    unowned: bool = Field(description="the badge logged in belongs to no tenant (shown to admin/operator only)")
     badge: int | None
     job: str | None
     stop_reason: int | None
@@ -71,9 +74,10 @@ class IntervalPublic(BaseModel):
     start: datetime
     end: datetime
     duration_s: float
-    state: str
-    tenant: str | None
+    state: str | None = Field(description="null: another tenant's (or an unowned badge's) session, not yours to see")
+    tenant: str | None = Field(description="null if nobody, unowned or not yours to see")
     occupied: bool
+    unowned: bool = Field(description="the badge belongs to no tenant (shown to admin/operator only)")
     badge: int | None
     job: str | None
     stop_reason: int | None
@@ -88,22 +92,47 @@ class TimelinePublic(BaseModel):
     coverage: float = Field(description="share of the window with a known state, 0..1")
     max_gap_s: float = Field(description="silence longer than this is UNKNOWN")
     intervals: list[IntervalPublic]
-    totals: CountsPublic = Field(description="counter increments observed in the window")
-    unattributed: CountsPublic = Field(description="part of totals made across an UNKNOWN gap, in no interval")
+    totals: CountsPublic = Field(
+        description="counter increments in the window: the machine's (totals_scope machine) or, for tenant keys, "
+        "the sum of the caller's own sessions' counts (totals_scope own_sessions)"
+    )
+    totals_scope: TotalsScope
+    unattributed: CountsPublic | None = Field(
+        description="part of the machine's totals made across an UNKNOWN gap, in no interval; null for tenant keys"
+    )
 
 
 class UsageRowPublic(BaseModel):
-    """One tenant's use of one machine."""
+    """One tenant's use of one machine (tenant null and unowned true: badges no tenant owns)."""
 
-    tenant: str
+    tenant: str | None
+    unowned: bool
     machine: str
     session_hours: float
     running_hours: float
     good: int
     reject: int
     kwh: float
-    sessions: int
+    sessions: int = Field(description="sessions that begin in the window")
     coverage: float
+    breakdown: BreakdownPublic
+    oee: float | None = Field(description="OEE of the sessions (session basis); null where undefined")
+    availability: float | None
+    effectiveness: float | None
+    quality: float | None
+    flags: list[str]
+
+
+class BreakdownPublic(BaseModel):
+    """Session time by state, in hours; stopped time by stop reason ("none": no reason given)."""
+
+    running_hours: float
+    setup_hours: float
+    idle_hours: float
+    stopped_hours: dict[str, float]
+    off_hours: float
+    maintenance_hours: float
+    unknown_hours: float
 
 
 class AnomalyPublic(BaseModel):
@@ -143,3 +172,46 @@ class HealthPublic(BaseModel):
 
     status: Literal["ok", "unavailable"]
     store: bool
+
+
+class OeeRowPublic(BaseModel):
+    """OEE (ISO 22400-2) of one group: the group's keys, then times in seconds, counts, ratios and losses."""
+
+    model_config = ConfigDict(extra="allow")  # the group keys (machine, tenant, job, shift, day) asked for
+
+    basis: Literal["calendar", "session"] = Field(
+        description="calendar: PBT is planned busy time; session: the tenant's session time"
+    )
+    pbt_s: float = Field(description="planned busy time")
+    apt_s: float = Field(description="actual production time: running plus microstops")
+    running_s: float
+    unknown_s: float = Field(description="UNKNOWN time inside PBT")
+    unplanned_s: float = Field(description="the group's time outside PBT")
+    coverage: float | None = Field(description="known share of PBT")
+    produced: int
+    good: int
+    reject: int
+    ideal_s: float = Field(description="ideal cycle x produced")
+    ideal_good_s: float = Field(description="ideal cycle x good: what the losses leave of PBT")
+    unattributed_good: int = Field(description="made across UNKNOWN time: reported, not scored")
+    unattributed_reject: int
+    unplanned_produced: int
+    availability: float | None
+    effectiveness: float | None = Field(description="above 1 is returned as is and flagged")
+    quality: float | None
+    oee: float | None
+    losses: dict[str, float] = Field(description="seconds by loss; they sum with ideal_good_s to pbt_s")
+    flags: list[str]
+    anomalies: int = Field(description="counter anomalies where this row's time lies: never counted")
+    loss_map_version: str
+
+
+class OeePublic(BaseModel):
+    """OEE rows of a window."""
+
+    from_: datetime = Field(serialization_alias="from")
+    to: datetime
+    group_by: list[str]
+    tenant: str | None = Field(description="the tenant whose sessions the rows cover; null: all")
+    loss_map_version: str
+    rows: list[OeeRowPublic]

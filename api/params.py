@@ -74,3 +74,22 @@ def parse_window(start: str | None, end: str | None, now: datetime) -> Window:
     if end_ms - start_ms > MAX_WINDOW.total_seconds() * 1000:
         raise invalid("from", f"from: the window from..to is longer than {MAX_WINDOW.days} days", start)
     return Window(start_ms, end_ms)
+
+
+GROUP_KEYS = ("machine", "tenant", "job", "shift", "day")
+
+
+def parse_group_by(text: str | None, default: tuple[str, ...] = ("machine",)) -> tuple[str, ...]:
+    """Parse group_by (comma-separated keys of GROUP_KEYS, each at most once) in the order given; 422 naming it."""
+    if text is None:
+        return default
+    if len(text) > MAX_PARAM_CHARS:
+        raise invalid("group_by", f"group_by: longer than {MAX_PARAM_CHARS} characters", text[:MAX_PARAM_CHARS])
+    keys = tuple(part.strip() for part in text.split(","))
+    unknown = [k for k in keys if k not in GROUP_KEYS]
+    if unknown or not keys:
+        shown = ", ".join(repr(k[:20]) for k in unknown[:3])
+        raise invalid("group_by", f"group_by: {shown} not one of {', '.join(GROUP_KEYS)}", text)
+    if len(set(keys)) != len(keys):
+        raise invalid("group_by", "group_by: a key is given more than once", text)
+    return keys

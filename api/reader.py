@@ -1,48 +1,100 @@
-"""Read raw facts from the store and hand them to the core as plain data."""
+"""Read raw facts from the store, through the TimeSeriesStore interface, and hand them to the core as plain data."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
-from api.core import DEFAULT_MAX_RATE_PER_H, CounterLimits, Timeline, build_timeline
+from api.core import DEFAULT_MAX_RATE_PER_H, CounterLimits, Timeline
+from api.core.pieces import BASELINE_SIGNALS, HOUR_MS, HourlyTimeline, context_ms, hour_of, hour_timelines
+from api.core.timeline import StatusEvent
 from shopfloor.config import Machine, SiteConfig
-from shopfloor.influx import MACHINE_STATUS, TELEMETRY, InfluxStore, quote_literal
+from shopfloor.contracts import MAX_TS_MS, MIN_TS_MS
+from shopfloor.store import TimeSeriesStore
+
+# Statuses are few (one per outage or loss), so they are read from well before a fetch: an outbox loss reported
+# before it may reach into it, and the newest status of each kind before it decides the link at its start.
+STATUS_LOOKBACK_MS = 8 * 24 * HOUR_MS
 
 
-def fetch_timeline(store: InfluxStore, site: SiteConfig, machine: Machine, start_ms: int, end_ms: int) -> Timeline:
-    """Fetch one machine's samples and statuses around [start_ms, end_ms) and build its timeline.
+def agents_of(site: SiteConfig, machine: Machine) -> list[str]:
+    """The agents the site registry says serve machine (empty when the registry is open)."""
+    return [a.id for a in site.agents if machine.id in a.machines]
 
-    The fetch looks back max_gap before start (so the state at start is known) and takes the newest sample before
-    that too (the baseline of the first counter increment); it includes a sample at end_ms, whose increment counts.
+
+def status_events(
+    store: TimeSeriesStore, site: SiteConfig, machine: Machine, start_ms: int, end_ms: int
+) -> list[StatusEvent]:
+    """The machine's and its agents' statuses that shape [start_ms, end_ms), from STATUS_LOOKBACK_MS before it.
+
+    The newest status of each source before that comes too, so the link at the start is known.
     """
-    where = f"site = {quote_literal(site.site.id)} AND machine = {quote_literal(machine.id)}"
+    sid = site.site.id
+    lo = max(MIN_TS_MS, start_ms - STATUS_LOOKBACK_MS)
+    events: list[StatusEvent] = []
+    before = store.status_before(sid, machine.id, lo)
+    agents = set(agents_of(site, machine))
+    for row in [*([before] if before is not None else []), *store.statuses(sid, machine.id, lo, end_ms)]:
+        events.append(StatusEvent.from_fields(row.ts_ms, "machine", row.fields))
+        if not site.agents and isinstance(row.fields.get("agent"), str):
+            agents.add(str(row.fields["agent"]))  # an open registry: the agent that reported the machine
+    for agent in sorted(agents):
+        previous = store.agent_status_before(sid, agent, lo)
+        for row in [*([previous] if previous is not None else []), *store.agent_statuses(sid, agent, lo, end_ms)]:
+            events.append(StatusEvent.from_fields(row.ts_ms, "agent", row.fields))
+    events.sort(key=lambda e: e.ts_ms)
+    return events
+
+
+@dataclass(frozen=True, slots=True)
+class RawTimeline:
+    """One machine's block-local timeline over a window, the silence allowance it used and the samples read."""
+
+    timeline: HourlyTimeline
+    max_gap_ms: int
+    samples: int
+
+
+def raw_timeline(store: TimeSeriesStore, site: SiteConfig, machine: Machine, start_ms: int, end_ms: int) -> RawTimeline:
+    """Classify one machine's raw data for [start_ms, end_ms) hour by hour (api.core.pieces: block-local).
+
+    Every hour touching the window is classified with its context around it: samples from the context before the
+    first hour through the context after the last, after the newest sample before that holding each baseline signal,
+    and the statuses that shape them. The same rule builds the roll-ups, so both give the same figures.
+    """
+    sid = site.site.id
     # The heartbeat the agent reported with the machine's status: how long it may stay silent while polling fine.
-    reported = store.field_rows(
-        f"SELECT last(heartbeat_ms) FROM {MACHINE_STATUS} WHERE {where} AND time <= {int(end_ms)}ms"
-    )
-    gap = max_gap_ms(site, machine, reported[0][1].get("last") if reported else None)
-    lookback = start_ms - gap
-    # Samples come as (ts_ms, fields) straight away: long windows hold many of them, Row objects are not needed.
-    older = store.field_rows(
-        f"SELECT * FROM {TELEMETRY} WHERE {where} AND time < {int(lookback)}ms ORDER BY time DESC LIMIT 1"
-    )
-    rows = store.field_rows(
-        f"SELECT * FROM {TELEMETRY} WHERE {where}"
-        f" AND time >= {int(lookback)}ms AND time < {int(end_ms + 1)}ms ORDER BY time ASC"
-    )
-    statuses = store.field_rows(
-        f"SELECT * FROM {MACHINE_STATUS} WHERE {where}"
-        f" AND time >= {int(lookback)}ms AND time < {int(end_ms + 1)}ms ORDER BY time ASC"
-    )
-    samples: list[tuple[int, Mapping[str, object]]] = [*older, *rows]
-    status_events = [(ts, str(fields.get("status", ""))) for ts, fields in statuses]
-    return build_timeline(samples, status_events, start_ms, end_ms, gap, counter_limits(site, machine))
+    gap = max_gap_ms(site, machine, store.heartbeat_ms(sid, machine.id, min(end_ms, MAX_TS_MS)))
+    ctx = context_ms(gap)
+    lo = max(MIN_TS_MS, hour_of(start_ms) - ctx)
+    hi = min(MAX_TS_MS, hour_of(end_ms - 1) + HOUR_MS + ctx)
+    baseline = store.last_before(sid, machine.id, lo, BASELINE_SIGNALS)
+    samples = [*baseline, *store.samples(sid, machine.id, lo, hi + 1)]
+    statuses = status_events(store, site, machine, lo, hi + 1)
+    timeline = hour_timelines(samples, statuses, start_ms, end_ms, gap, counter_limits(site, machine))
+    return RawTimeline(timeline, gap, len(samples))
+
+
+def fetch_timeline(store: TimeSeriesStore, site: SiteConfig, machine: Machine, start_ms: int, end_ms: int) -> Timeline:
+    """One machine's timeline over [start_ms, end_ms), classified block-locally from raw data (raw_timeline)."""
+    return raw_timeline(store, site, machine, start_ms, end_ms).timeline
+
+
+# A machine cannot make parts faster than its ideal cycle (DESIGN.md: a rise beyond that is a counter anomaly). Twice
+# as fast leaves room for an ideal cycle set too slow, which shows as effectiveness over 100 % (flagged), before real
+# parts would be taken for an anomaly.
+CYCLE_HEADROOM = 2.0
 
 
 def counter_limits(site: SiteConfig, machine: Machine) -> CounterLimits:
-    """The machine's counter limits: its profile's max_rate_per_h where declared, else the generous defaults."""
+    """The machine's counter limits: parts from its fastest ideal cycle, energy from the generous default.
+
+    A profile's max_rate_per_h overrides either (for energy_kwh it is the meter's maximum power in kW).
+    """
     per_h = dict(DEFAULT_MAX_RATE_PER_H)
+    fastest_s = min([machine.ideal_cycle_time_s, *machine.job_cycle_times_s.values()])
+    for signal in ("good_count", "reject_count"):
+        per_h[signal] = CYCLE_HEADROOM * 3600 / fastest_s
     for spec in site.profile(machine.profile).registers:
         if spec.signal in per_h and spec.max_rate_per_h is not None:
             per_h[spec.signal] = spec.max_rate_per_h
@@ -61,7 +113,7 @@ def max_gap_ms(site: SiteConfig, machine: Machine, heartbeat_ms: object = None) 
 MAX_FETCH_THREADS = 8
 
 
-def fetch_timelines(store: InfluxStore, site: SiteConfig, start_ms: int, end_ms: int) -> dict[str, Timeline]:
+def fetch_timelines(store: TimeSeriesStore, site: SiteConfig, start_ms: int, end_ms: int) -> dict[str, Timeline]:
     """Fetch every machine's timeline over [start_ms, end_ms), several machines at a time, in site order."""
     machines = site.machines
     if len(machines) <= 1:

@@ -111,6 +111,8 @@ def status_to_point(topic: Topic, status: StatusMessage) -> Point:
     fields: dict[str, SignalValue] = {"status": status.status.value, "agent": status.agent, "detail": status.detail}
     if status.heartbeat_ms is not None:
         fields["heartbeat_ms"] = status.heartbeat_ms
+    if status.until is not None:
+        fields["until"] = status.until
     return Point(MACHINE_STATUS, {"site": topic.site, "machine": topic.machine}, fields, status.ts)
 
 

@@ -506,6 +506,9 @@ class Registry:
         status = validate_status(decode_payload(payload))
         self._check_agent(status.agent, rules)
         self._check_ts(status.ts, now_ms, "status")
+        if status.until is not None:
+            # A loss cannot end in the future: else it would blank out data not yet received.
+            self._check_ts(status.until, now_ms, "status until")
         return status
 
     def check_agent_status(self, topic: Topic, payload: bytes, received_ms: int) -> StatusMessage:
@@ -521,6 +524,10 @@ class Registry:
         status = validate_status(decode_payload(payload))
         if status.agent != topic.agent:
             raise PayloadError("topic-mismatch", f"status is of agent {status.agent!r} but arrived on {topic}")
+        if status.until is not None:
+            raise PayloadError(
+                "invalid-payload", f"until: only a machine's status reports an outbox loss, not agent {topic.agent!r}'s"
+            )
         return status.model_copy(update={"ts": received_ms})
 
     # ---- parts -----------------------------------------------------------------------------------------------

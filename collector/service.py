@@ -17,6 +17,7 @@ prefix, one client id each).
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import random
@@ -37,6 +38,7 @@ from shopfloor.contracts import PayloadError, Topic, TopicKind, parse_status, pa
 from shopfloor.influx import InfluxStore, RejectedLine, StoreRejected, StoreUnavailable, to_line
 from shopfloor.metrics import LatencyHistogram
 from shopfloor.mqtt import InboundMessage, MqttLink, MqttSettings, PublishHandle
+from shopfloor.store import HOUR_MS
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,18 @@ SAMPLES_PER_MESSAGE = 100
 MIN_RECEIVE_MAXIMUM = 500
 # Refused retained messages remembered, so the broker's resending them on every reconnect is not refused again.
 REFUSED_RETAINED_MEMORY = 10_000
+# Late data (for the roll-ups of closed hours): a sample or machine status written more than this after its own
+# timestamp may land in an hour already rolled up, so its hour is marked in the store (mark_late_hours) and the
+# roll-up job rebuilds it. The job builds an hour only LATE_AFTER_MS + 5 min (its grace, for clocks that disagree)
+# after the hour's classification context ends, so data written sooner than this cannot be missing from a roll-up;
+# the stream's normal case (an agent publishes every minute) is never late and costs one comparison per message.
+# Agent statuses are stamped when received, so they are never late.
+LATE_AFTER_MS = 300_000
+# Late messages remembered by payload, so a resend (the broker's retained statuses on every reconnect, an agent's
+# outbox after a lost commit) of what was marked already, the same points again, is not marked again.
+LATE_MEMORY = 10_000
+LATE_RETRY_MAX_S = 30.0  # a failed mark is retried with the next flush after at most this long
+LATE_SPAN_MAX_MS = 8 * 24 * HOUR_MS  # the most hours one status's outbox loss (ts..until) marks
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +181,14 @@ class Collector:
         self._store_down_since: float | None = None
         self._store_failures_in_row = 0
         self._commit_handles: deque[PublishHandle] = deque(maxlen=1000)
+        # Late marks not yet in the store: site -> machine -> hour starts. Writer thread only (and stop(), after the
+        # writer ended). Kept until written: the roll-ups would otherwise keep a stale hour.
+        self._late: dict[str, dict[str, set[int]]] = {}
+        self._late_seen = Recent(LATE_MEMORY)
+        self._late_pending = 0  # machine-hours in _late, for stats (read from other threads)
+        self._late_retry_at = 0.0
+        self._late_delay = 0.0
+        self._late_failing_since: float | None = None
 
     # ---- lifecycle -------------------------------------------------------------------------------------------
 
@@ -250,6 +272,8 @@ class Collector:
                 "collector %r: writer did not finish; disconnecting anyway, unacked messages are redelivered",
                 self.client_id,
             )
+        if not writer.is_alive():
+            self._write_late_marks(final=True)
         self._wait_for_commits()
         self._monitor_stop.set()
         if self._monitor is not None:
@@ -298,6 +322,8 @@ class Collector:
                 "resumes": c["resumes"],
                 "deferred": c["deferred"],
                 "paused": paused,
+                "late_hours_marked": c["late_hours_marked"],
+                "late_hours_pending": self._late_pending,
             }
 
     def summary(self) -> str:
@@ -578,6 +604,8 @@ class Collector:
                     log.exception("collector %r: writing a batch failed unexpectedly; left unacked", self.client_id)
                 finally:
                     self._release(batch)
+            elif self._late:
+                self._write_late_marks()  # an idle tick: nothing else may come to carry a failed mark's retry
             self._maybe_resume()
 
     def _maybe_resume(self) -> None:
@@ -682,6 +710,10 @@ class Collector:
             self.write_duration.observe(time.monotonic() - started)
             self._count("batches_written")
             self._history.wrote(kept)
+            # Marked before the acks, so a crash cannot leave written late data acked and unmarked; a failed mark
+            # still lets the acks go (kept in memory, retried with the next flush).
+            if self._note_late(kept) or self._late:
+                self._write_late_marks()
             self._finish(chunk, conflicts, _refused_items(kept, rejected))
 
     def _write(
@@ -767,6 +799,90 @@ class Collector:
                 time.monotonic() - since,
                 failures,
             )
+
+    # ---- late marks (writer thread) -------------------------------------------------------------------------
+
+    def _note_late(self, written: list[_Pending]) -> bool:
+        """Add the hours of written samples and statuses older than LATE_AFTER_MS to the pending marks."""
+        cutoff = int(time.time() * 1000) - LATE_AFTER_MS
+        added = False
+        for item in written:
+            first = item.first_ts
+            if first is not None:
+                if first >= cutoff:
+                    continue  # new data, the normal case: nothing else to look at
+            elif item.written is not None or not item.lines:
+                continue
+            topic = _parse_topic(item.topic)
+            if topic.kind is TopicKind.TELEMETRY:
+                hours = {ts - ts % HOUR_MS for ts in map(_line_ts, item.lines) if ts < cutoff}
+            elif topic.kind is TopicKind.MACHINE_STATUS:
+                hours = _status_hours(item.payload, cutoff)
+            else:
+                continue  # agent statuses are stamped when received: never late
+            if not hours:
+                continue
+            seen = (item.topic, payload_digest(item.payload))
+            if seen in self._late_seen:
+                continue  # the same points again: the roll-ups know of them already
+            self._late_seen.put(seen)
+            pending = self._late.setdefault(topic.site, {}).setdefault(topic.machine, set())
+            before = len(pending)
+            pending.update(hours)
+            self._late_pending += len(pending) - before
+            added = True
+        return added
+
+    def _write_late_marks(self, *, final: bool = False) -> None:
+        """Write the pending late marks, one request per site; on failure keep them and retry later (logged once)."""
+        now = time.monotonic()
+        if not self._late or (now < self._late_retry_at and not final):
+            return
+        received_ms = int(time.time() * 1000)
+        for site in sorted(self._late):
+            marks = self._late[site]
+            n = sum(len(hours) for hours in marks.values())
+            try:
+                self.store.mark_late_hours(site, {m: sorted(hours) for m, hours in marks.items()}, received_ms)
+            except Exception as exc:
+                self._late_delay = min(LATE_RETRY_MAX_S, max(1.0, self._late_delay * 2))
+                self._late_retry_at = now + self._late_delay
+                if final:
+                    listing = "; ".join(
+                        f"{s}/{m}: {', '.join(str(h) for h in sorted(hours))}"
+                        for s, machines in sorted(self._late.items())
+                        for m, hours in sorted(machines.items())
+                    )
+                    log.error(
+                        "collector %r: stopping with %d late machine-hour(s) not marked for the roll-ups (%s); "
+                        "rebuild them with `shopfloor rollup rebuild`: %s",
+                        self.client_id,
+                        self._late_pending,
+                        exc,
+                        listing[:2000],
+                    )
+                elif self._late_failing_since is None:
+                    self._late_failing_since = now
+                    log.warning(
+                        "collector %r: could not mark %d machine-hour(s) of late data for the roll-ups (%s); the data "
+                        "is written and acked, the marks are kept and retried with the next flush",
+                        self.client_id,
+                        self._late_pending,
+                        exc,
+                    )
+                return
+            del self._late[site]
+            self._late_pending -= n
+            self._count("late_hours_marked", n)
+        self._late_delay = 0.0
+        self._late_retry_at = 0.0
+        if self._late_failing_since is not None:
+            log.info(
+                "collector %r: late data marked for the roll-ups again after %.1f s",
+                self.client_id,
+                now - self._late_failing_since,
+            )
+            self._late_failing_since = None
 
     def _finish(
         self,
@@ -880,6 +996,23 @@ def receive_maximum(max_queue_points: int) -> int:
     (20,000 messages for 20,000 points) a drain deferred 10,000 messages for 4,000 written.
     """
     return min(65535, max_queue_points, max(MIN_RECEIVE_MAXIMUM, max_queue_points // SAMPLES_PER_MESSAGE))
+
+
+def _line_ts(line: str) -> int:
+    """The timestamp (epoch ms) a line protocol line ends with."""
+    return int(line[line.rindex(" ") + 1 :])
+
+
+def _status_hours(payload: bytes, cutoff_ms: int) -> set[int]:
+    """The hours a machine status stamped before cutoff_ms shapes: its own, through its until (an outbox loss)."""
+    status = json.loads(payload)  # validated already: ts and until are epoch ms ints
+    ts, until = status["ts"], status.get("until")
+    if ts >= cutoff_ms:
+        return set()
+    last = max(ts, until) if isinstance(until, int) else ts
+    # A loss spans [ts, until]; bounded (the registry's skew window is 7 days) so no status marks without end.
+    last = min(last, ts + LATE_SPAN_MAX_MS)
+    return set(range(ts - ts % HOUR_MS, last + 1, HOUR_MS))
 
 
 def _render(make: Callable[[], _T]) -> _T:

@@ -351,6 +351,9 @@ class Delivery:
             message = StatusMessage(
                 status=LinkStatus.UNREACHABLE,
                 ts=loss.first_ts,
+                # Consumers show [ts, first sample after until) as lost, samples of it that reached the store too:
+                # dropped batches may have been written while their commit did not come back.
+                until=max(loss.first_ts, loss.last_ts),
                 agent=self.agent,
                 detail=(
                     f"outbox full: {loss.batches} batches ({loss.samples} samples) from {_iso(loss.first_ts)} "

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import math
 import re
-import zoneinfo
+from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     StrictBool,
     StrictFloat,
     StrictInt,
@@ -23,9 +26,12 @@ from pydantic import (
     model_validator,
 )
 
+from shopfloor.calendar import DEFAULT_REASON, WEEKDAY_NAMES, Calendar, Downtime, ShiftPattern, check_shifts, zone_of
 from shopfloor.contracts import (
     CANONICAL_SIGNALS,
     COUNTER_SIGNALS,
+    MAX_TS_MS,
+    MIN_TS_MS,
     RESERVED_SIGNALS,
     Id,
     MachineState,
@@ -39,6 +45,15 @@ MAX_REGISTER_ADDRESS = 65535
 MAX_ENUM_LABEL = 64
 # Canonical signals whose every change matters (codes, identities, counters): no report-by-exception deadband.
 NO_DEADBAND_SIGNALS = frozenset({"state", "badge", "job", "stop_reason", "good_count", "reject_count"})
+MAX_JOB_ID = 64
+# The longest microstop threshold: api.core.pieces.MIN_CONTEXT_MS / 1000 (the kernel does not import api; a test
+# keeps the two equal), so whether a stop is a microstop is decided the same from every hour it touches.
+MAX_MICROSTOP_S = 600
+MAX_SHIFTS = 32
+MAX_BREAKS = 16
+MAX_HOLIDAYS = 2000
+MAX_DOWNTIME = 10000
+MAX_STOP_REASONS = 4096
 
 
 class Table(StrEnum):
@@ -309,9 +324,7 @@ class RegisterSpec(BaseModel):
         if kind in (SignalKind.INT, SignalKind.FLOAT) and (not numeric or self.enum is not None):
             raise ValueError(f"signal {self.signal!r} must be numeric (an integer or float type without 'enum')")
         if kind is SignalKind.INT and self.is_float:
-            raise ValueError(
-                f"signal {self.signal!r} is an integer signal: use an integer type, scale 1 and offset 0"
-            )
+            raise ValueError(f"signal {self.signal!r} is an integer signal: use an integer type, scale 1 and offset 0")
 
     def _check_reporting(self) -> None:
         t = self.type
@@ -389,9 +402,7 @@ class DeviceProfile(BaseModel):
                 if other == "bit:":
                     other = next(s for (t, a, _), s in bits.items() if (t, a) == (reg.table, addr))
                 if other is not None:
-                    raise ValueError(
-                        f"{reg.table} register {addr} is used by both {other!r} and {reg.signal!r}"
-                    )
+                    raise ValueError(f"{reg.table} register {addr} is used by both {other!r} and {reg.signal!r}")
                 used[(reg.table, addr)] = reg.signal
         return self
 
@@ -407,7 +418,7 @@ class SiteInfo(BaseModel):
 
     id: Id
     name: str = ""
-    timezone: str = "UTC"
+    timezone: str = Field(default="UTC", max_length=64)
     max_gap_factor: float = Field(
         default=3.0,
         ge=1.0,
@@ -418,11 +429,27 @@ class SiteInfo(BaseModel):
     @field_validator("timezone")
     @classmethod
     def _tz(cls, value: str) -> str:
-        try:
-            zoneinfo.ZoneInfo(value)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"{value!r} is not an IANA time zone (e.g. Asia/Jakarta)") from exc
+        zone_of(value)  # raises ValueError naming the zone
         return value
+
+
+def _check_job_id(value: str) -> str:
+    if not (0 < len(value) <= MAX_JOB_ID and value.isprintable() and value == value.strip()):
+        raise ValueError(
+            f"job id {value[:MAX_JOB_ID]!r} must be 1..{MAX_JOB_ID} printable characters without surrounding spaces"
+        )
+    return value
+
+
+def _job_key(value: Any) -> Any:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        # YAML reads an unquoted 1234 (or 007) as a number; the job signal is a string, so it could never match.
+        raise ValueError(f'job id {value!r} is a number: quote it ("{value}") so it matches the job signal')
+    return value
+
+
+JobId = Annotated[StrictStr, BeforeValidator(_job_key), AfterValidator(_check_job_id)]
+CycleTime = Annotated[StrictFloat, Field(gt=0, le=86400, allow_inf_nan=False)]
 
 
 class Machine(BaseModel):
@@ -444,6 +471,9 @@ class Machine(BaseModel):
     )
     request_delay_s: StrictFloat = Field(
         default=0.0, ge=0, le=10, description="pause between requests on a shared Modbus TCP gateway connection"
+    )
+    job_cycle_times_s: dict[JobId, CycleTime] = Field(
+        default_factory=dict, max_length=10000, description="ideal cycle per job, overriding ideal_cycle_time_s"
     )
 
     @field_validator("host")
@@ -469,6 +499,7 @@ class Role(StrEnum):
 
     ADMIN = "admin"
     OPERATOR = "operator"
+    AUDITOR = "auditor"  # read-only usage and invoices
     TENANT = "tenant"
 
 
@@ -500,6 +531,250 @@ class AgentSpec(BaseModel):
     machines: list[Id] = Field(default_factory=list, max_length=10000)
 
 
+_CLOCK_RE = re.compile(r"([0-9]{2}):([0-9]{2})\Z")
+_DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
+
+
+def _clock(value: Any, *, end: bool) -> time:
+    """A local wall time "HH:MM"; "24:00" only as an end (it is the next day's 00:00)."""
+    if isinstance(value, time):  # a dumped SiteConfig validated again (shopfloor demo does)
+        if value.tzinfo is not None or value.second or value.microsecond:
+            raise ValueError(f"{value.isoformat()} is not a local time in whole minutes")
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        raise ValueError(
+            f'{value!r} is a number, not a time "HH:MM": quote times ("14:00"); unquoted, YAML reads 14:00 as 840'
+        )
+    if not isinstance(value, str):
+        raise ValueError(f'{value!r} is not a time "HH:MM" (e.g. "06:00")')
+    match = _CLOCK_RE.match(value)
+    if match is None:
+        raise ValueError(f'{value[:20]!r} is not a time "HH:MM" with two-digit hours and minutes (e.g. "06:00")')
+    hours, minutes = int(match[1]), int(match[2])
+    if end and (hours, minutes) == (24, 0):
+        return time(0)
+    if hours > 23 or minutes > 59:
+        allowed = "00:00..24:00" if end else "00:00..23:59"
+        raise ValueError(f"{value!r} is not a time of day ({allowed})")
+    return time(hours, minutes)
+
+
+def _start_time(value: Any) -> time:
+    return _clock(value, end=False)
+
+
+def _end_time(value: Any) -> time:
+    return _clock(value, end=True)
+
+
+def _holiday(value: Any) -> date:
+    # YAML reads an unquoted 2026-12-25 as a date, a quoted one as text; a datetime or a number is a mistake.
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return value
+    if isinstance(value, str) and _DATE_RE.match(value):
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            pass
+    raise ValueError(f"{str(value)[:40]!r} is not a date YYYY-MM-DD (e.g. 2026-12-25)")
+
+
+def _instant(value: Any) -> datetime:
+    if isinstance(value, str) and len(value) <= 40:
+        try:
+            value = datetime.fromisoformat(value.strip())
+        except ValueError as exc:
+            raise ValueError(f"{value!r} is not an ISO 8601 date and time (e.g. 2026-12-03T08:00:00+07:00)") from exc
+    if not isinstance(value, datetime):
+        raise ValueError(f"{str(value)[:40]!r} is not a date and time with offset (e.g. 2026-12-03T08:00:00+07:00)")
+    if value.utcoffset() is None:
+        raise ValueError(f"{value.isoformat()} has no UTC offset; write it with one, e.g. 2026-12-03T08:00:00+07:00")
+    if not MIN_TS_MS <= _epoch_ms(value) < MAX_TS_MS:
+        raise ValueError(f"{value.isoformat()} is outside the years 2000..2099")
+    return value
+
+
+def _epoch_ms(value: datetime) -> int:
+    return (value - _EPOCH) // timedelta(milliseconds=1)  # exact, unlike float timestamp()
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+StartTime = Annotated[time, BeforeValidator(_start_time)]
+EndTime = Annotated[time, BeforeValidator(_end_time)]
+Holiday = Annotated[date, BeforeValidator(_holiday)]
+Instant = Annotated[datetime, BeforeValidator(_instant)]
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+
+
+class BreakSpec(BaseModel):
+    """A break inside a shift, in local wall time (it may cross midnight inside a night shift)."""
+
+    model_config = _Strict
+
+    start: StartTime
+    end: EndTime
+
+
+class ShiftSpec(BaseModel):
+    """A weekly shift in site-local time; end at or before start crosses midnight (equal: 24 h)."""
+
+    model_config = _Strict
+
+    name: Id
+    start: StartTime
+    end: EndTime
+    days: list[Weekday] = Field(default_factory=lambda: list(WEEKDAY_NAMES), min_length=1, max_length=7)  # type: ignore[arg-type]
+    breaks: list[BreakSpec] = Field(default_factory=list, max_length=MAX_BREAKS)
+
+    @model_validator(mode="after")
+    def _check(self) -> ShiftSpec:
+        _unique("day in 'days'", list(self.days))
+        self.pattern()  # the pattern's own checks: breaks inside the shift, in order
+        return self
+
+    def pattern(self) -> ShiftPattern:
+        """The shift as the calendar's pure pattern."""
+        return ShiftPattern(
+            name=self.name,
+            start=self.start,
+            end=self.end,
+            weekdays=frozenset(WEEKDAY_NAMES.index(d) for d in self.days),
+            breaks=tuple((b.start, b.end) for b in self.breaks),
+        )
+
+
+class DowntimeSpec(BaseModel):
+    """Planned downtime (maintenance plan) of some machines, or of all when machines is left out."""
+
+    model_config = _Strict
+
+    machines: list[Id] | None = Field(default=None, min_length=1, max_length=10000)
+    start: Instant
+    end: Instant
+    reason: str = Field(default=DEFAULT_REASON, min_length=1, max_length=200)
+
+    @model_validator(mode="after")
+    def _check(self) -> DowntimeSpec:
+        if self.end <= self.start:
+            raise ValueError(f"end {self.end.isoformat()} is not after start {self.start.isoformat()}")
+        if not self.reason.isprintable():
+            raise ValueError("'reason' must be printable text (no control characters)")
+        if self.machines is not None:
+            _unique("machine in 'machines'", list(self.machines))
+        return self
+
+    def downtime(self) -> Downtime:
+        """The window as the calendar's pure Downtime."""
+        machines = frozenset(self.machines) if self.machines is not None else None
+        return Downtime(_epoch_ms(self.start), _epoch_ms(self.end), machines, self.reason)
+
+
+class CalendarSpec(BaseModel):
+    """The site's shift calendar: no shifts means always planned (one shift 'all', every day 00:00-24:00)."""
+
+    model_config = _Strict
+
+    shifts: list[ShiftSpec] = Field(default_factory=list, max_length=MAX_SHIFTS)
+    holidays: list[Holiday] = Field(default_factory=list, max_length=MAX_HOLIDAYS)
+    downtime: list[DowntimeSpec] = Field(default_factory=list, max_length=MAX_DOWNTIME)
+
+    @model_validator(mode="after")
+    def _check(self) -> CalendarSpec:
+        _unique("shift name", [s.name for s in self.shifts])
+        _unique("holiday", [d.isoformat() for d in self.holidays])
+        check_shifts([s.pattern() for s in self.shifts])  # names both shifts of an overlap
+        return self
+
+    def model(self, zone: str) -> Calendar:
+        """The calendar as the pure Calendar the analytics use."""
+        return Calendar(
+            zone=zone,
+            shifts=tuple(s.pattern() for s in self.shifts),
+            holidays=frozenset(self.holidays),
+            downtime=tuple(d.downtime() for d in self.downtime),
+        )
+
+
+class LossCategory(StrEnum):
+    """What a non-running state (or a stop reason) costs OEE: the loss it is booked under."""
+
+    BREAKDOWN = "breakdown"
+    SETUP = "setup"
+    NO_OPERATOR = "no_operator"
+    NO_MATERIAL = "no_material"
+    OFF = "off"
+    MAINTENANCE = "maintenance"
+    OTHER = "other"
+
+
+MAPPED_STATES = (
+    MachineState.SETUP,
+    MachineState.IDLE,
+    MachineState.OFF,
+    MachineState.MAINTENANCE,
+    MachineState.STOPPED,
+)
+DEFAULT_LOSS_STATES: dict[MachineState, LossCategory] = {
+    MachineState.SETUP: LossCategory.SETUP,
+    MachineState.IDLE: LossCategory.NO_OPERATOR,
+    MachineState.OFF: LossCategory.OFF,
+    MachineState.MAINTENANCE: LossCategory.MAINTENANCE,
+    MachineState.STOPPED: LossCategory.BREAKDOWN,
+}
+
+
+class LossMapSpec(BaseModel):
+    """Versioned map from machine state (and stop reason) to OEE loss; RUNNING is production, UNKNOWN unknown."""
+
+    model_config = _Strict
+
+    version: str = Field(default="default-1", min_length=1, max_length=64)
+    microstop_max_s: StrictFloat = Field(
+        default=120.0, gt=0, le=MAX_MICROSTOP_S, allow_inf_nan=False, description="shorter stops: speed loss"
+    )
+    states: dict[MachineState, LossCategory] = Field(default_factory=lambda: dict(DEFAULT_LOSS_STATES))
+    stop_reasons: dict[Annotated[StrictInt, Field(ge=0, le=2**31 - 1)], LossCategory] = Field(
+        default_factory=dict, max_length=MAX_STOP_REASONS, description="a STOPPED interval with this reason"
+    )
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, value: str) -> str:
+        if not (value.isprintable() and value == value.strip()):
+            raise ValueError(f"version {value!r} must be printable, without surrounding spaces")
+        return value
+
+    @field_validator("states", mode="before")
+    @classmethod
+    def _fixed_states(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            for key in value:
+                if key in ("RUNNING", "UNKNOWN"):
+                    what = "production" if key == "RUNNING" else "unknown time"
+                    raise ValueError(f"{key} is always {what} and cannot be remapped: leave it out of 'states'")
+        return value
+
+    @model_validator(mode="after")
+    def _complete(self) -> LossMapSpec:
+        missing = [s.value for s in MAPPED_STATES if s not in self.states]
+        if missing:
+            raise ValueError(
+                f"states: give a loss for every state; missing {', '.join(missing)} "
+                f"(the defaults: {', '.join(f'{k.value}: {v.value}' for k, v in DEFAULT_LOSS_STATES.items())})"
+            )
+        return self
+
+
+class OeeSpec(BaseModel):
+    """OEE settings of the site."""
+
+    model_config = _Strict
+
+    loss_map: LossMapSpec = Field(default_factory=LossMapSpec)
+
+
 class SiteConfig(BaseModel):
     """Everything Shopfloor needs to know about one site."""
 
@@ -512,6 +787,10 @@ class SiteConfig(BaseModel):
     api_keys: list[ApiKey] = Field(default_factory=list)
     # Empty: any agent may report any machine (development); declared: the collector enforces it.
     agents: list[AgentSpec] = Field(default_factory=list, max_length=10000)
+    calendar: CalendarSpec = Field(default_factory=CalendarSpec)
+    oee: OeeSpec = Field(default_factory=OeeSpec)
+    # (zone, spec, calendar): built once; rebuilt if model_copy(update=...) swapped the zone or the spec.
+    _calendar: tuple[str, CalendarSpec, Calendar] | None = PrivateAttr(default=None)
 
     @field_validator("profiles", mode="before")
     @classmethod
@@ -566,7 +845,32 @@ class SiteConfig(BaseModel):
             if api_key.tenant is not None and api_key.tenant not in tenants:
                 raise ValueError(f"API key {api_key.name!r}: tenant {api_key.tenant!r} is not defined")
         self._check_agents()
+        self._check_calendar()
         return self
+
+    def _check_calendar(self) -> None:
+        machines = {m.id for m in self.machines}
+        for index, spec in enumerate(self.calendar.downtime):
+            for machine_id in spec.machines or ():
+                if machine_id not in machines:
+                    raise ValueError(
+                        f"calendar.downtime[{index}]: machine {machine_id!r} is not defined under machines:"
+                    )
+        self.calendar_model()  # builds it now, so a bad calendar fails at load time
+
+    def calendar_model(self) -> Calendar:
+        """The site's shift calendar in its time zone (always planned when the site file has no calendar:)."""
+        cached = self._calendar
+        if cached is None or cached[0] != self.site.timezone or cached[1] is not self.calendar:
+            cached = (self.site.timezone, self.calendar, self.calendar.model(self.site.timezone))
+            self._calendar = cached
+        return cached[2]
+
+    def ideal_cycle_s(self, machine: Machine, job: str | None) -> float:
+        """The ideal cycle time of machine for job: the job's own, else the machine's."""
+        if job is not None and job in machine.job_cycle_times_s:
+            return machine.job_cycle_times_s[job]
+        return machine.ideal_cycle_time_s
 
     def _check_agents(self) -> None:
         _unique("agent id", [a.id for a in self.agents])
@@ -656,16 +960,25 @@ def default_site_path() -> Path:
 
 
 __all__ = [
+    "DEFAULT_LOSS_STATES",
+    "MAX_MICROSTOP_S",
     "NO_DEADBAND_SIGNALS",
     "AgentSpec",
     "ApiKey",
+    "BreakSpec",
     "ByteOrder",
+    "CalendarSpec",
     "ConfigError",
     "DataType",
     "DeviceProfile",
+    "DowntimeSpec",
+    "LossCategory",
+    "LossMapSpec",
     "Machine",
+    "OeeSpec",
     "RegisterSpec",
     "Role",
+    "ShiftSpec",
     "SiteConfig",
     "SiteInfo",
     "Table",

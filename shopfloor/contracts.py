@@ -200,6 +200,9 @@ class StatusMessage(BaseModel):
     # Machine statuses: the longest the agent stays silent about this machine while polling it fine (report by
     # exception sends every signal at least this often), so consumers learn the allowance from the data.
     heartbeat_ms: StrictInt | None = Field(default=None, ge=MIN_HEARTBEAT_MS, le=MAX_HEARTBEAT_MS)
+    # An outbox loss (a machine status unreachable, not retained): ts is the first dropped sample's, until the last
+    # one's, so consumers show [ts, first sample after until) as lost even where samples of it reached the store.
+    until: StrictInt | None = Field(default=None, ge=MIN_TS_MS, le=MAX_TS_MS)
 
     @field_validator("detail")
     @classmethod
@@ -208,11 +211,20 @@ class StatusMessage(BaseModel):
             raise ValueError(f"detail {_shorten(value)} holds control or other non-printable characters")
         return value
 
+    @model_validator(mode="after")
+    def _until_ends_a_loss(self) -> StatusMessage:
+        if self.until is not None:
+            if self.status is not LinkStatus.UNREACHABLE:
+                raise ValueError(
+                    f"until is only meaningful on status unreachable (an outbox loss), not on {self.status.value}"
+                )
+            if self.until < self.ts:
+                raise ValueError(f"until {self.until} is before ts {self.ts}: a loss cannot end before it begins")
+        return self
+
     def to_json(self) -> bytes:
         """Serialise compactly for the wire."""
         return self.model_dump_json(exclude_none=True).encode()
-
-
 
 
 def printable(text: str, limit: int = MAX_DETAIL) -> str:

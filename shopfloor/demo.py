@@ -211,7 +211,8 @@ def board(url: str, key: str) -> str:
     for m in machines:
         counters = m.get("counters") or {}
         lines.append(
-            f"               {m['id']:<10} {m['state']:<12} {m.get('tenant') or '-':<8} {m.get('job') or '-':<12}"
+            f"               {m['id']:<10} {m['state'] or '-':<12}"
+            f" {m.get('tenant') or '-':<8} {m.get('job') or '-':<12}"
             f" {counters.get('good_count') if counters.get('good_count') is not None else '-':>5}"
             f" {counters.get('reject_count') if counters.get('reject_count') is not None else '-':>7}"
         )

@@ -138,9 +138,14 @@ class Mosquitto(LocalProcess):
 
 
 class InfluxDB(LocalProcess):
-    """An InfluxDB 1.x server on a free port with its data in a temporary directory."""
+    """An InfluxDB 1.x server on a free port with its data in a temporary directory.
 
-    def __init__(self, workdir: Path) -> None:
+    max_row_limit caps the rows of a whole (not streamed) query answer, as some deployments do; 0: no cap.
+    """
+
+    def __init__(self, workdir: Path, *, max_row_limit: int = 0) -> None:
+        if type(max_row_limit) is not int or max_row_limit < 0:
+            raise ValueError(f"max_row_limit must be an int >= 0, got {max_row_limit!r}")
         super().__init__("influxd", workdir)
         self.port = free_port()
         self.rpc_port = free_port()
@@ -154,6 +159,7 @@ class InfluxDB(LocalProcess):
             '  index-version = "inmem"\n'
             f'[http]\n  bind-address = "127.0.0.1:{self.port}"\n  log-enabled = false\n'
             "  max-body-size = 50000000\n"
+            f"  max-row-limit = {max_row_limit}\n"
             "[monitor]\n  store-enabled = false\n"
             "[continuous_queries]\n  enabled = false\n"
             '[logging]\n  level = "warn"\n'

@@ -8,15 +8,19 @@ import contextlib
 import logging
 import signal
 import sys
+import tempfile
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
+from shopfloor.calendar import Calendar
 from shopfloor.cli import add_common
-from shopfloor.config import DataType, SiteConfig, load_site
+from shopfloor.config import DataType, LossMapSpec, SiteConfig, load_site
 from simulators.models import BEHAVIOURS
 from simulators.scenario import load_scenario, packaged_scenario
+from simulators.truth import GroundTruth, TruthOee
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +44,18 @@ scenarios:
   A scenario with `repeat: true` starts over every `duration` (the packaged demo repeats every 12 h), so a live
   run lasts until Ctrl-C and a replay covers any --from..--to. See simulators/scenarios/demo.yaml for the format.
 
+ground-truth OEE:
+  --print-oee prints, at the end of the run, the OEE the machines really achieved (ISO 22400-2, from the true
+  state intervals and every part made, weighted by its job's ideal cycle) per machine and shift of the site's
+  calendar (calendar: in the site file), with totals per machine, per shift and overall: planned busy time, APT,
+  availability, effectiveness (above 100 % when parts come faster than ideal: flagged, not capped), quality,
+  OEE and the biggest losses under the site's loss map (oee.loss_map). The same figures are GroundTruth.oee()
+  on the --ground-truth file.
+
 examples:
   shopfloor simulate                                   # the packaged demo scenario on the example site
   shopfloor simulate --scenario simulators/scenarios/e2e-two-tenants.yaml --ground-truth truth.json
+  shopfloor simulate --replay faults --from 2026-11-01T05:59 --to 2026-11-01T06:02 --out s.jsonl --print-oee
   shopfloor simulate --list-models
   shopfloor simulate --print-registers fiber-laser-v1
   shopfloor simulate --replay demo.yaml --from 2026-11-01 --to 2026-12-01 --mqtt mqtt://127.0.0.1:1883
@@ -97,6 +110,11 @@ def add_parser(sub: Any) -> None:
         type=Path,
         default=None,
         help="serve and replay: write what really happened here, as JSON, at the end (or on Ctrl-C)",
+    )
+    p.add_argument(
+        "--print-oee",
+        action="store_true",
+        help="serve and replay: print the ground-truth OEE per machine and shift at the end, see 'ground-truth OEE'",
     )
     p.add_argument(
         "--list-models",
@@ -180,7 +198,9 @@ def run(args: argparse.Namespace) -> int:
 
         args.replay = str(_scenario_path(args.replay))
         args.poll_ms = None if args.poll_interval is None else max(1, round(args.poll_interval * 1000))
-        return run_replay_cli(site, args)
+        if not args.print_oee:
+            return run_replay_cli(site, args)
+        return _replay_printing_oee(site, args)
     scenario = load_scenario(_scenario_path(args.scenario), site)
     start_ms = _parse_start(args.start)
     return asyncio.run(_serve(site, scenario, args, start_ms))
@@ -222,7 +242,90 @@ async def _serve(site: SiteConfig, scenario: Any, args: argparse.Namespace, star
             args.ground_truth.write_text(truth.to_json())
             log.info("ground truth written to %s", args.ground_truth)
     print(_summary(truth), file=sys.stderr)
+    if args.print_oee:
+        print(oee_table(truth, site.calendar_model(), site.oee.loss_map))
     return 0
+
+
+def _replay_printing_oee(site: SiteConfig, args: argparse.Namespace) -> int:
+    """Replay, then print the ground-truth OEE, read back from the ground-truth file the replay writes."""
+    from simulators.replay import run_replay_cli
+
+    with tempfile.TemporaryDirectory(prefix="shopfloor-truth-") as scratch:
+        wanted: Path | None = args.ground_truth
+        args.ground_truth = wanted if wanted is not None else Path(scratch) / "truth.json"
+        code = run_replay_cli(site, args)
+        if code != 0:
+            return code
+        truth = GroundTruth.from_json(args.ground_truth.read_text())
+        args.ground_truth = wanted
+    print(oee_table(truth, site.calendar_model(), site.oee.loss_map))
+    return 0
+
+
+def oee_table(truth: GroundTruth, calendar: Calendar, loss_map: LossMapSpec) -> str:
+    """The run's ground-truth OEE per machine and shift, with totals per machine, per shift and overall."""
+    window = truth.start_ms, truth.end_ms
+    first_seen: dict[str, int] = {}
+    for piece in calendar.planned(*window, None):
+        first_seen.setdefault(piece.shift, len(first_seen))
+
+    def in_time_order(rows: list[TruthOee]) -> list[TruthOee]:
+        return sorted(rows, key=lambda r: (first_seen.get(str(r.group["shift"]), len(first_seen)), r.group["shift"]))
+
+    by_shift = truth.oee(calendar, loss_map, *window, ("machine", "shift"))
+    rows: list[TruthOee] = []
+    for total in truth.oee(calendar, loss_map, *window, ("machine",)):
+        shifts = in_time_order([r for r in by_shift if r.group["machine"] == total.group["machine"]])
+        rows.extend(shifts)
+        if len(shifts) > 1:  # one shift: its row is the machine's total
+            rows.append(total)
+    if len(truth.machines) > 1:
+        site_shifts = in_time_order(truth.oee(calendar, loss_map, *window, ("shift",)))
+        rows.extend(site_shifts)
+        if len(site_shifts) > 1:
+            rows.extend(truth.oee(calendar, loss_map, *window, ()))
+    zone = calendar.zone
+    head = (
+        f"ground-truth OEE of {truth.scenario!r} (seed {truth.seed}), {_local(truth.start_ms, zone)} .. "
+        f"{_local(truth.end_ms, zone)} {zone}, loss map {loss_map.version}"
+    )
+    if not rows:
+        return f"{head}\n  no planned busy time in the run (the calendar plans none of it)"
+    table = [("MACHINE", "SHIFT", "PBT", "APT", "AVAIL", "EFFECT", "QUALITY", "OEE", "GOOD", "REJECT", "TOP LOSSES")]
+    for r in rows:
+        biggest = sorted(((s, c) for c, s in r.losses.items() if s > 0), reverse=True)[:3]
+        table.append(
+            (
+                str(r.group.get("machine", "(total)")),
+                str(r.group.get("shift", "(total)")),
+                _hms(r.pbt_s),
+                _hms(r.apt_s),
+                _pct(r.availability),
+                _pct(r.effectiveness) + ("!" if "effectiveness_over_100" in r.flags else ""),
+                _pct(r.quality),
+                _pct(r.oee),
+                str(r.good),
+                str(r.produced - r.good),
+                ", ".join(f"{c} {_hms(s)}" for s, c in biggest) or "-",
+            )
+        )
+    note = "  ! effectiveness above 100 %: parts came faster than the ideal cycle (flagged, not capped)"
+    flagged = any("effectiveness_over_100" in r.flags for r in rows)
+    return "\n".join([head, _table(table), *([note] if flagged else [])])
+
+
+def _hms(seconds: float) -> str:
+    whole = round(seconds)
+    return f"{whole // 3600}:{whole % 3600 // 60:02d}:{whole % 60:02d}"
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.1f}%"
+
+
+def _local(ms: int, zone: str) -> str:
+    return datetime.fromtimestamp(ms / 1000, ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _summary(truth: Any) -> str:

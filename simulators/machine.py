@@ -90,6 +90,9 @@ class MachineSim:
         self._open: tuple[int, MachineState, int, str, int, float] | None = None
         self.good_ts: list[int] = []
         self.reject_ts: list[int] = []
+        # Ideal cycle of the job each part was made in, parallel to good_ts / reject_ts (what OEE weighs parts by).
+        self.good_ideal_ms: list[int] = []
+        self.reject_ideal_ms: list[int] = []
         self.events: list[TruthEvent] = []
         self._mark()
 
@@ -250,9 +253,11 @@ class MachineSim:
         if self._rng.random() < job.reject_rate:
             self.reject += 1
             self.reject_ts.append(self.now_ms)
+            self.reject_ideal_ms.append(job.ideal_cycle_ms)
         else:
             self.good += 1
             self.good_ts.append(self.now_ms)
+            self.good_ideal_ms.append(job.ideal_cycle_ms)
         self._parts_in_job += 1
         if job.quantity is not None and self._parts_in_job >= job.quantity:
             self._job_index += 1

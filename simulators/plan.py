@@ -6,11 +6,11 @@ Pure: no I/O, no clock. Offsets become start_ms + offset; daily windows are expa
 from __future__ import annotations
 
 import itertools
-import zoneinfo
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, datetime, time
 from enum import IntEnum, StrEnum
 
+from shopfloor.calendar import local_windows
 from shopfloor.config import SiteConfig
 from shopfloor.contracts import MachineState
 from shopfloor.yamlfile import ConfigError
@@ -193,8 +193,10 @@ def _abs_ms(at: int | datetime, start_ms: int) -> int:
     return start_ms + at
 
 
-def _job(spec: JobSpec, default_ideal_s: float) -> Job:
-    ideal = spec.ideal_cycle_s if spec.ideal_cycle_s is not None else default_ideal_s
+def _job(spec: JobSpec, site_ideal_s: float) -> Job:
+    # The site file's ideal cycle (per job, else the machine's) is what the analytics score against; a scenario may
+    # set its own for a job the site does not list (check_against_site refuses one that contradicts the site).
+    ideal = spec.ideal_cycle_s if spec.ideal_cycle_s is not None else site_ideal_s
     cycle = spec.cycle_s if spec.cycle_s is not None else ideal * 1.1
     return Job(
         id=spec.id,
@@ -219,22 +221,13 @@ def _modulus(site: SiteConfig, profile_name: str, signal: str) -> int | None:
 def daily_windows(
     days: list[str], start: time, end: time, tz: str, t_from_ms: int, t_to_ms: int
 ) -> list[tuple[int, int]]:
-    """Expand a daily local-time window into (start_ms, end_ms) pairs overlapping [t_from_ms, t_to_ms)."""
-    zone = zoneinfo.ZoneInfo(tz)
-    first = datetime.fromtimestamp(t_from_ms / 1000, zone).date() - timedelta(days=1)
-    last = datetime.fromtimestamp(t_to_ms / 1000, zone).date()
-    out: list[tuple[int, int]] = []
-    day: date = first
-    while day <= last:
-        if WEEKDAYS[day.weekday()] in days:
-            s = datetime.combine(day, start, tzinfo=zone)
-            e_day = day if end > start else day + timedelta(days=1)
-            e = datetime.combine(e_day, end, tzinfo=zone)
-            s_ms, e_ms = int(s.timestamp() * 1000), int(e.timestamp() * 1000)
-            if e_ms > t_from_ms and s_ms < t_to_ms and e_ms > s_ms:
-                out.append((s_ms, e_ms))
-        day += timedelta(days=1)
-    return out
+    """Expand a daily local-time window into (start_ms, end_ms) pairs overlapping [t_from_ms, t_to_ms).
+
+    One implementation with the shift calendar (shopfloor.calendar.local_windows), so the simulator's working
+    hours and the calendar's planned time agree on every DST day.
+    """
+    weekdays = frozenset(WEEKDAYS.index(d) for d in days)
+    return [(w.start_ms, w.end_ms) for w in local_windows(tz, start, end, weekdays, t_from_ms, t_to_ms)]
 
 
 def build_plan(site: SiteConfig, scenario: Scenario, start_ms: int, end_ms: int | None = None) -> Plan:
@@ -264,13 +257,21 @@ def build_plan(site: SiteConfig, scenario: Scenario, start_ms: int, end_ms: int 
     def add_session(
         machine: str, badge: int, s: int, e: int, jobs: list[JobSpec], where: str, repeat: bool = False
     ) -> None:
-        ideal = site.machine(machine).ideal_cycle_time_s  # type: ignore[union-attr]
+        served = site.machine(machine)
+        assert served is not None  # check_against_site refused unknown machines
         if not repeat:
             if e <= start_ms or s >= end:
                 return
             sessions[machine].append((s, e, badge, where))  # periodic ones were checked when the file was loaded
         wrap = min(WRAPUP_MS, (e - s) // 4)
-        add(machine, s, ActionKind.LOGIN, repeat, badge=badge, jobs=tuple(_job(j, ideal) for j in jobs))
+        add(
+            machine,
+            s,
+            ActionKind.LOGIN,
+            repeat,
+            badge=badge,
+            jobs=tuple(_job(j, site.ideal_cycle_s(served, j.id)) for j in jobs),
+        )
         add(machine, e - wrap, ActionKind.WRAPUP, repeat)
         add(machine, e, ActionKind.LOGOUT, repeat)
 

@@ -424,6 +424,19 @@ def check_against_site(scenario: Scenario, site: SiteConfig) -> None:
             raise ValueError(f"events[{index}]: badge {event.badge} belongs to no tenant of the site")
     for machine in scenario.machine_options:
         _check_machine(site, machine)
+    jobs = [("sessions", i, s.machine, s.jobs) for i, s in enumerate(scenario.sessions)]
+    jobs += [("daily", i, d.machine, d.jobs or []) for i, d in enumerate(scenario.daily)]
+    for where, index, machine_id, specs in jobs:
+        served = site.machine(machine_id)
+        for job in specs:
+            declared = served.job_cycle_times_s.get(job.id) if served is not None else None
+            # The analytics score a job against the site file's ideal cycle: a scenario saying otherwise would make
+            # its ground truth disagree with every figure computed from its data.
+            if declared is not None and job.ideal_cycle_s is not None and job.ideal_cycle_s != declared:
+                raise ValueError(
+                    f"{where}[{index}]: job {job.id!r} has ideal_cycle_s {job.ideal_cycle_s:g} but the site declares "
+                    f"{declared:g} s for it on {machine_id} (job_cycle_times_s); leave it out or make them equal"
+                )
 
 
 def load_scenario(path: str | Path, site: SiteConfig | None = None) -> Scenario:

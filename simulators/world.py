@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import bisect
+
 from shopfloor.config import SiteConfig
 from shopfloor.contracts import SignalValue
 from simulators.machine import MachineSim
@@ -42,13 +44,17 @@ class World:
         for machine_id, sim in self.machines.items():
             sim.advance(end - 1)
             intervals, interval_kw = sim.intervals_until(end)
+            goods = bisect.bisect_left(sim.good_ts, end)  # part times only grow
+            rejects = bisect.bisect_left(sim.reject_ts, end)
             machines[machine_id] = MachineTruth(
                 model=sim.plan.model,
                 power_kw={state.value: kw for state, kw in sim.behaviour.power_kw.items()},
                 intervals=intervals,
                 interval_kw=interval_kw,
-                good_ts=[t for t in sim.good_ts if t < end],
-                reject_ts=[t for t in sim.reject_ts if t < end],
+                good_ts=sim.good_ts[:goods],
+                reject_ts=sim.reject_ts[:rejects],
+                good_ideal_ms=sim.good_ideal_ms[:goods],
+                reject_ideal_ms=sim.reject_ideal_ms[:rejects],
                 events=[e for e in sim.events if e.at_ms < end],
             )
         faults = [

@@ -1,22 +1,40 @@
-"""Samples -> a piecewise-constant timeline per machine, with UNKNOWN wherever data is missing.
+"""Samples and statuses -> a piecewise-constant timeline per machine, UNKNOWN (with its reason) where data is missing.
 
-Rules (DESIGN.md, Analytics):
-- Each sample's state, badge, job and stop reason hold from its timestamp until the next sample, but never longer
-  than ``max_gap_ms``; past that the time is UNKNOWN, never the last state stretched.
-- A machine status ``unreachable`` or ``offline`` makes the time from that status until the next sample UNKNOWN.
-- A signal missing from a sample keeps its previous value (a sample is still a heartbeat); a sample without a valid
-  ``state`` at all makes its interval UNKNOWN.
-- Adjacent intervals with equal (state, badge, job, stop_reason) merge.
+Rules (DESIGN.md, Analytics). Samples are reported by exception: a sample carries the signals that changed, and every
+signal at least once per heartbeat.
+- A value of state, badge, job or stop reason holds from its sample until the next value of that signal, but never
+  longer than ``max_gap_ms`` (the heartbeat allowance) after it. A sample without that signal still proves the link
+  alive and the other values keep holding; once a value is older than ``max_gap_ms`` the time is UNKNOWN
+  (``silence``) until the signal reports again. Time past every value's allowance (nothing arrives) is silence too.
+- Which values must hold: the state always; badge, job and stop reason from their first value on (a machine whose
+  profile has no job register never sends one).
+- A machine status ``unreachable`` makes the time from it until the next sample UNKNOWN (``unreachable``); an agent's
+  own status ``offline`` (a ``StatusEvent`` of kind "agent": a clean stop or its last will; a machine status
+  ``offline`` too) makes it ``agent-offline``. An ``online`` status ends neither: only a sample does. A status at a
+  sample's own timestamp comes before that sample.
+- An outbox loss (a machine status ``unreachable`` with ``until_ms``, the last dropped sample's ts) makes
+  [ts_ms, first sample after until_ms) UNKNOWN (``outbox-loss``), stored samples inside included: their values
+  still carry forward and their counter increments still count (unattributed, by the rule below).
+- A sample with an invalid state makes its own stretch UNKNOWN (``no-data``); so is the time before the first sample
+  or status, time while no state has come yet, and what a cut window holds that the timeline does not cover.
+- Where reasons overlap the strongest is reported: outbox-loss > agent-offline > unreachable > silence > no-data.
+  A stated fact beats an inference, and the broader outage beats the narrower (with the agent gone, nobody watches
+  the PLC). Within one gap between samples a reason, once in force, holds until the next sample.
+- Adjacent intervals with equal (state, badge, job, stop_reason, reason) merge.
 - The whole fetched data is classified first (``classify``), then cut to the window (``cut``), so a result never
-  depends on the query window. Fetch with a look-back of at least ``max_gap_ms`` so the state at the window start
-  is known.
+  depends on the query window. The classified timeline is open-ended: what holds after the last sample (silence, or
+  the status in force) holds until ``FOREVER_MS``, as a later sample would show it.
+- What to fetch for a window [start, end) so that it is classified exactly as from all data: the samples from
+  start - max_gap_ms (the look-back) through end; before the look-back, the newest sample holding each of
+  SHAPING_SIGNALS and each counter, and the newest sample of all (at t); the statuses after t through end (machine
+  and agent); and every outbox loss with ts <= t and until >= t (still open at t).
 
 Counter increments (see ``Increment``): the increment of a cumulative counter observed at sample i happened while
 the interval of sample i-1 held, so it belongs to that interval (its badge, state and job). It counts in a window
 when sample i's timestamp is in (start, end]. If the interval of sample i-1 does not reach sample i (an UNKNOWN gap
-lies between them: too long a silence, PLC unreachable, agent offline) the parts were still really made, but nobody
-can say by whom: the increment is kept with ``owner=None`` ("unattributed"), counts in the machine's totals and in no
-session, so nothing is silently lost.
+lies between them: too long a silence, PLC unreachable, agent offline, outbox loss) the parts were still really
+made, but nobody can say by whom: the increment is kept with ``owner=None`` ("unattributed"), counts in the
+machine's totals and in no session, so nothing is silently lost.
 """
 
 from __future__ import annotations
@@ -25,6 +43,7 @@ import bisect
 import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Literal
 
 from api.core.counters import Anomaly, CounterLimits, CounterTracker, Counts
 
@@ -33,13 +52,31 @@ _STATES = frozenset({"OFF", "IDLE", "SETUP", "RUNNING", "STOPPED", "MAINTENANCE"
 # Link statuses after which nothing is known until the next sample.
 DARK_STATUSES = frozenset({"unreachable", "offline"})
 
-SampleIn = tuple[int, Mapping[str, object]]
-StatusIn = tuple[int, str]
+# Why the state is UNKNOWN, weakest first: where several reasons apply, the strongest is reported.
+NO_DATA = "no-data"
+SILENCE = "silence"
+UNREACHABLE = "unreachable"
+AGENT_OFFLINE = "agent-offline"
+OUTBOX_LOSS = "outbox-loss"
+REASONS = (NO_DATA, SILENCE, UNREACHABLE, AGENT_OFFLINE, OUTBOX_LOSS)
+_NO_DATA, _SILENCE, _UNREACHABLE, _AGENT_OFFLINE, _OUTBOX_LOSS = range(len(REASONS))
+# Where a classified timeline ends: what holds after the last sample holds until a later sample says otherwise.
+FOREVER_MS = 2**63 - 1
+_NEVER = -FOREVER_MS
+# The signals that shape intervals (the state must always hold, the others once they appear): a fetch needs each
+# one's newest sample before its look-back.
+SHAPING_SIGNALS = ("state", "badge", "job", "stop_reason")
+
+StatusKind = Literal["machine", "agent"]
 
 
 @dataclass(frozen=True, slots=True)
 class Interval:
-    """A stretch [start_ms, end_ms) in which a machine's state, badge, job and stop reason were constant."""
+    """A stretch [start_ms, end_ms) in which a machine's state, badge, job and stop reason were constant.
+
+    reason: why the state is UNKNOWN (one of REASONS); None when the state is known (an UNKNOWN interval made
+    without one counts as no-data).
+    """
 
     start_ms: int
     end_ms: int
@@ -47,6 +84,7 @@ class Interval:
     badge: int = 0
     job: str | None = None
     stop_reason: int | None = None
+    reason: str | None = None
 
     @property
     def known(self) -> bool:
@@ -59,9 +97,51 @@ class Interval:
         return self.end_ms - self.start_ms
 
     @property
-    def key(self) -> tuple[str, int, str | None, int | None]:
+    def key(self) -> tuple[str, int, str | None, int | None, str | None]:
         """What must be equal for two adjacent intervals to merge."""
-        return (self.state, self.badge, self.job, self.stop_reason)
+        return (self.state, self.badge, self.job, self.stop_reason, self.reason)
+
+
+@dataclass(frozen=True, slots=True)
+class StatusEvent:
+    """A stored link status: of the machine (its agent's view of the PLC) or of the agent serving it.
+
+    until_ms: on a machine status ``unreachable``, an outbox loss up to this ts (the last dropped sample's);
+    ignored on any other status. An until_ms before ts_ms counts as ts_ms.
+    agent: the agent that reported it (for callers that sort statuses by source; classify does not read it).
+    """
+
+    ts_ms: int
+    kind: StatusKind
+    status: str
+    until_ms: int | None = None
+    agent: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("machine", "agent"):
+            raise ValueError(f"status kind must be 'machine' or 'agent', got {self.kind!r}")
+
+    @classmethod
+    def from_fields(
+        cls, ts_ms: int, kind: StatusKind, fields: Mapping[str, object], agent: str | None = None
+    ) -> StatusEvent:
+        """Build the event of a stored status row from its fields (status, until, agent; others are ignored).
+
+        agent: the agent where the row holds it as a tag, not a field (agent statuses); else fields' agent.
+        """
+        until, reported = fields.get("until"), fields.get("agent")
+        return cls(
+            ts_ms,
+            kind,
+            str(fields.get("status", "")),
+            until if isinstance(until, int) and not isinstance(until, bool) else None,
+            agent if agent is not None else reported if isinstance(reported, str) else None,
+        )
+
+
+SampleIn = tuple[int, Mapping[str, object]]
+# A StatusEvent, or (ts_ms, status) of a machine status as callers passed before StatusEvent existed.
+StatusIn = StatusEvent | tuple[int, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +181,15 @@ class Timeline:
         """Share of the window whose state is known (0..1)."""
         return self.known_ms / self.window_ms if self.window_ms > 0 else 0.0
 
+    def unknown_by_reason(self) -> dict[str, int]:
+        """Time with an UNKNOWN state per reason in ms: every reason of REASONS, weakest first, zero where none."""
+        out = dict.fromkeys(REASONS, 0)
+        for interval in self.intervals:
+            if not interval.known:
+                reason = interval.reason or NO_DATA
+                out[reason] = out.get(reason, 0) + interval.duration_ms
+        return out
+
     def totals(self) -> Counts:
         """Every increment in the window, attributed or not."""
         return sum_counts(i.counts for i in self.increments)
@@ -127,27 +216,23 @@ def _int(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
-Key = tuple[str, int, str | None, int | None]
-_UNKNOWN_KEY: Key = (UNKNOWN, 0, None, None)
+Key = tuple[str, int, str | None, int | None, str | None]
+# The key of an UNKNOWN stretch per reason rank.
+_UNKNOWN_KEYS: tuple[Key, ...] = tuple((UNKNOWN, 0, None, None, reason) for reason in REASONS)
 _ABSENT = object()
 
 
 def _key(state: object, badge: object, job: object, stop_reason: object) -> Key:
-    """Return the (state, badge, job, stop_reason) of an interval whose signals hold these raw values."""
+    """Return the key of an interval whose signals hold these raw values (no-data if the state is not valid)."""
     known = _state(state)
     if known == UNKNOWN:
-        return _UNKNOWN_KEY
+        return _UNKNOWN_KEYS[_NO_DATA]
     # An empty job register means no job.
-    return (known, _int(badge) or 0, job if isinstance(job, str) and job else None, _int(stop_reason))
-
-
-def _interval(start_ms: int, end_ms: int, values: Mapping[str, object]) -> Interval:
-    key = _key(values.get("state"), values.get("badge"), values.get("job"), values.get("stop_reason"))
-    return Interval(start_ms, end_ms, *key)
+    return (known, _int(badge) or 0, job if isinstance(job, str) and job else None, _int(stop_reason), None)
 
 
 def merge(intervals: Iterable[Interval]) -> list[Interval]:
-    """Merge touching intervals with equal (state, badge, job, stop_reason); drop empty ones."""
+    """Merge touching intervals with equal (state, badge, job, stop_reason, reason); drop empty ones."""
     out: list[Interval] = []
     for interval in intervals:
         if interval.duration_ms <= 0:
@@ -176,27 +261,99 @@ def _dedupe(samples: Iterable[SampleIn]) -> list[SampleIn]:
     return [by_ts[ts] for ts in sorted(by_ts)]
 
 
-def classify(
-    samples: Iterable[SampleIn], statuses: Iterable[StatusIn], max_gap_ms: int, limits: CounterLimits | None = None
-) -> Timeline:
-    """Classify all fetched samples into intervals and attributed increments, spanning first sample to last end.
+def _events(statuses: Iterable[StatusIn]) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """Split statuses into dark events (ts, reason rank) and outbox losses (ts, until), each sorted."""
+    dark: list[tuple[int, int]] = []
+    losses: list[tuple[int, int]] = []
+    for status in statuses:
+        if isinstance(status, StatusEvent):
+            ts, kind, value, until = status.ts_ms, status.kind, status.status, status.until_ms
+        else:
+            (ts, value), kind, until = status, "machine", None
+        if value not in DARK_STATUSES:
+            continue
+        if kind == "agent" or value == "offline":
+            dark.append((ts, _AGENT_OFFLINE))
+        elif until is not None:
+            losses.append((ts, max(ts, until)))
+        else:
+            dark.append((ts, _UNREACHABLE))
+    dark.sort()
+    losses.sort()
+    return dark, losses
 
+
+def _gap(
+    start: int, end: int, rank: int, dark: Sequence[tuple[int, int]], j: int, losses: Sequence[tuple[int, int]], k: int
+) -> list[tuple[int, int, Key]]:
+    """Cover [start, end) with UNKNOWN pieces: reason rank from start on, raised by each dark[j:] and losses[k:]
+    event before end (none of them lies before start)."""
+    pieces: list[tuple[int, int, Key]] = []
+    cursor = start
+    n_dark, n_loss = len(dark), len(losses)
+    while True:
+        at_dark = dark[j][0] if j < n_dark else FOREVER_MS
+        at_loss = losses[k][0] if k < n_loss else FOREVER_MS
+        if at_dark <= at_loss:
+            at = at_dark
+            if at >= end:
+                break
+            raised = dark[j][1]
+            j += 1
+        else:
+            at = at_loss
+            if at >= end:
+                break
+            raised = _OUTBOX_LOSS
+            k += 1
+        if at > cursor:
+            pieces.append((cursor, at, _UNKNOWN_KEYS[rank]))
+            cursor = at
+        if raised > rank:
+            rank = raised
+    if cursor < end:
+        pieces.append((cursor, end, _UNKNOWN_KEYS[rank]))
+    return pieces
+
+
+def classify(
+    samples: Iterable[SampleIn],
+    statuses: Iterable[StatusIn],
+    max_gap_ms: int,
+    limits: CounterLimits | None = None,
+) -> Timeline:
+    """Classify all fetched samples and statuses into intervals and attributed increments, open-ended.
+
+    The timeline runs from the first sample or status to FOREVER_MS (see the module docstring); cut it to a window.
     limits: the machine's counter limits (default: CounterLimits(), generous ceilings); a rise beyond them is an
     anomaly, reported and not counted.
     """
     if max_gap_ms <= 0:
         raise ValueError(f"max_gap_ms must be positive, got {max_gap_ms}")
     ordered = _dedupe(samples)
-    if not ordered:
+    dark, losses = _events(statuses)
+    if not ordered and not dark and not losses:
         return Timeline(0, 0, ())
-    dark = sorted(ts for ts, status in statuses if status in DARK_STATUSES)
-    n_dark = len(dark)
-    next_dark = 0  # index of the first dark status after the current sample
+    n_dark, n_loss = len(dark), len(losses)
     count = len(ordered)
-    # This loop runs once per raw sample: it builds merged intervals directly (one open run) instead of an
-    # Interval per sample, and an owner Interval only for samples with an increment. Results equal
-    # merge([_interval(...) per sample and per gap]) exactly.
     out: list[Interval] = []
+    run_start = run_end = 0
+    run_key: Key | None = None  # None: no run open yet
+    # Before the first sample: from the first status on, what the statuses say (nothing ends them).
+    first = ordered[0][0] if ordered else FOREVER_MS
+    head = min(dark[0][0] if dark else FOREVER_MS, losses[0][0] if losses else FOREVER_MS)
+    pieces = _gap(head, first, _NO_DATA, dark, 0, losses, 0) if head < first else []
+    for piece_start, piece_end, piece_key in pieces:
+        if run_key == piece_key:
+            run_end = piece_end
+        else:
+            if run_key is not None:
+                out.append(Interval(run_start, run_end, *run_key))
+            run_start, run_end, run_key = piece_start, piece_end, piece_key
+    # This loop runs once per raw sample: it builds merged intervals directly (one open run) instead of an
+    # Interval per sample, and an owner Interval only for samples with an increment. Pieces are contiguous, so a
+    # piece extends the open run exactly when their keys are equal. Statuses are looked at only when the next
+    # one is due (next_event); a sample whose values hold until the next sample takes the short path.
     increments: list[Increment] = []
     tracker = CounterTracker(limits)
     step = tracker.step_raw
@@ -204,11 +361,17 @@ def classify(
     badge: object = None
     job: object = None
     stop_reason: object = None
-    key: Key = _UNKNOWN_KEY
+    # When each signal last had a value. The state must always hold; the others hold nothing (and never lapse)
+    # until their first value.
+    seen_state = _NEVER
+    seen_badge = seen_job = seen_stop = FOREVER_MS
+    expiry = _NEVER  # when the oldest held value lapses
+    key: Key = _UNKNOWN_KEYS[_NO_DATA]
     keys: dict[tuple[object, ...], Key] = {}
-    run_start = run_end = 0
-    run_key: Key | None = None  # None: no run open yet
-    prev_start = prev_end = 0  # the interval of the previous sample
+    next_dark = next_loss = 0  # the first status after the current sample, of each kind
+    loss_until = _NEVER  # samples up to here are inside an outbox loss that began at or before the current sample
+    next_event = _NEVER  # the first status after the current sample (_NEVER: not looked up yet)
+    prev_start = prev_end = 0  # the known stretch of the previous sample
     prev_key: Key | None = None
     for index in range(count):
         ts, values = ordered[index]
@@ -222,16 +385,16 @@ def classify(
         changed = False
         value = values.get("state", _ABSENT)
         if value is not _ABSENT:
-            state, changed = value, True
+            state, seen_state, changed = value, ts, True
         value = values.get("badge", _ABSENT)
         if value is not _ABSENT:
-            badge, changed = value, True
+            badge, seen_badge, changed = value, ts, True
         value = values.get("job", _ABSENT)
         if value is not _ABSENT:
-            job, changed = value, True
+            job, seen_job, changed = value, ts, True
         value = values.get("stop_reason", _ABSENT)
         if value is not _ABSENT:
-            stop_reason, changed = value, True
+            stop_reason, seen_stop, changed = value, ts, True
         if changed:
             # Signals mostly repeat: look their key up. Types are part of the lookup because 1, 1.0 and True are
             # equal but classify differently; unhashable values are simply not cached.
@@ -242,28 +405,48 @@ def classify(
                 key = keys[raw] = _key(state, badge, job, stop_reason)
             except TypeError:
                 key = _key(state, badge, job, stop_reason)
-        limit = ts + max_gap_ms
-        following = ordered[index + 1][0] if index + 1 < count else None
-        if following is not None and following < limit:
-            limit = following
-        while next_dark < n_dark and dark[next_dark] <= ts:
-            next_dark += 1
-        if next_dark < n_dark and dark[next_dark] < limit:
-            limit = dark[next_dark]
-        prev_start, prev_end, prev_key = ts, limit, key
-        # Append [ts, limit) with key, then the UNKNOWN gap [limit, following) if the sample does not reach it.
-        if run_key is not None and run_end == ts and run_key == key:
-            run_end = limit
+            expiry = min(seen_state, seen_badge, seen_job, seen_stop) + max_gap_ms
+        following = ordered[index + 1][0] if index + 1 < count else FOREVER_MS
+        if next_event <= ts:
+            while next_dark < n_dark and dark[next_dark][0] <= ts:
+                next_dark += 1
+            while next_loss < n_loss and losses[next_loss][0] <= ts:
+                loss_until = max(loss_until, losses[next_loss][1])
+                next_loss += 1
+            next_event = min(
+                dark[next_dark][0] if next_dark < n_dark else FOREVER_MS,
+                losses[next_loss][0] if next_loss < n_loss else FOREVER_MS,
+            )
+        if ts > loss_until:
+            end = expiry if expiry < following else following
+            if next_event < end:
+                end = next_event
+            if end == following:  # the values hold until the next sample
+                prev_start, prev_end, prev_key = ts, end, key
+                if run_key == key:
+                    run_end = end
+                else:
+                    if run_key is not None:
+                        out.append(Interval(run_start, run_end, *run_key))
+                    run_start, run_end, run_key = ts, end, key
+                continue
+            end = max(end, ts)  # a value lapsed before this sample: nothing of it holds
+            # Silence once a value lapsed; while no state ever came, there is no data to lapse.
+            rank = _SILENCE if seen_state != _NEVER else _NO_DATA
         else:
-            if run_key is not None:
-                out.append(Interval(run_start, run_end, *run_key))
-            run_start, run_end, run_key = ts, limit, key
-        if following is not None and limit < following:
-            if run_end == limit and run_key == _UNKNOWN_KEY:
-                run_end = following
+            end, rank = ts, _OUTBOX_LOSS
+        # The known stretch [ts, end), then UNKNOWN until the next sample.
+        prev_start, prev_end, prev_key = ts, end, key
+        pieces = _gap(end, following, rank, dark, next_dark, losses, next_loss)
+        if end > ts:
+            pieces.insert(0, (ts, end, key))
+        for piece_start, piece_end, piece_key in pieces:
+            if run_key == piece_key:
+                run_end = piece_end
             else:
-                out.append(Interval(run_start, run_end, *run_key))
-                run_start, run_end, run_key = limit, following, _UNKNOWN_KEY
+                if run_key is not None:
+                    out.append(Interval(run_start, run_end, *run_key))
+                run_start, run_end, run_key = piece_start, piece_end, piece_key
     assert run_key is not None
     out.append(Interval(run_start, run_end, *run_key))
     return Timeline(out[0].start_ms, out[-1].end_ms, tuple(out), tuple(increments), tuple(tracker.anomalies))
@@ -287,7 +470,7 @@ def _ts_of(increment: Increment) -> int:
 
 
 def cut(timeline: Timeline, start_ms: int, end_ms: int) -> Timeline:
-    """Cut a timeline to [start_ms, end_ms): clip intervals, fill what it does not cover with UNKNOWN."""
+    """Cut a timeline to [start_ms, end_ms): clip intervals, fill what it does not cover with UNKNOWN (no-data)."""
     if end_ms <= start_ms:
         raise ValueError(f"window end {end_ms} must be after its start {start_ms}")
     pieces: list[Interval] = []
@@ -297,13 +480,13 @@ def cut(timeline: Timeline, start_ms: int, end_ms: int) -> Timeline:
         if lo >= hi:
             continue
         if lo > cursor:
-            pieces.append(Interval(cursor, lo))
+            pieces.append(Interval(cursor, lo, reason=NO_DATA))
         # Intervals wholly inside the window are kept as they are (equal to a copy, and cheaper).
         whole = lo == interval.start_ms and hi == interval.end_ms
         pieces.append(interval if whole else replace(interval, start_ms=lo, end_ms=hi))
         cursor = hi
     if cursor < end_ms:
-        pieces.append(Interval(cursor, end_ms))
+        pieces.append(Interval(cursor, end_ms, reason=NO_DATA))
     increments = increments_in(timeline.increments, start_ms, end_ms)
     anomalies = tuple(a for a in timeline.anomalies if start_ms < a.ts_ms <= end_ms)
     return Timeline(start_ms, end_ms, tuple(merge(pieces)), increments, anomalies)
@@ -317,5 +500,5 @@ def build_timeline(
     max_gap_ms: int,
     limits: CounterLimits | None = None,
 ) -> Timeline:
-    """Classify samples (ts_ms, values) and statuses (ts_ms, status) in full, then cut to [start_ms, end_ms)."""
+    """Classify samples (ts_ms, values) and statuses in full, then cut to [start_ms, end_ms)."""
     return cut(classify(samples, statuses, max_gap_ms, limits), start_ms, end_ms)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from fastapi import APIRouter
 
+from api.core import sessions
 from api.core.timeline import DARK_STATUSES, UNKNOWN
 from api.deps import MachineDep, NowDep, PrincipalDep, SiteDep, StoreDep, WindowDep
 from api.models import (
@@ -16,10 +19,18 @@ from api.models import (
     TimelinePublic,
     utc,
 )
+from api.policy import (
+    Counters,
+    IntervalView,
+    MachineView,
+    Occupancy,
+    mask_intervals,
+    mask_machine,
+    timeline_figures,
+)
 from api.reader import fetch_timeline, max_gap_ms
-from api.routes.visibility import occupant
 from shopfloor.config import Machine, SiteConfig
-from shopfloor.influx import MACHINE_STATUS, Row
+from shopfloor.store import Row
 
 router = APIRouter(prefix="/machines", tags=["machines"])
 
@@ -54,41 +65,70 @@ def link_of(site: SiteConfig, machine: Machine, sample: Row | None, status: Row 
     return "online"
 
 
+def machine_view(
+    site: SiteConfig,
+    machine: Machine,
+    sample: Row | None,
+    status: Row | None,
+    now_ms: int,
+    badge_owner: Mapping[int, str],
+) -> MachineView:
+    """Return what the store says of a machine now, unmasked (mask_machine decides what a caller sees)."""
+    fields = sample.fields if sample is not None else {}
+    link = link_of(site, machine, sample, status, now_ms)
+    last_state = _str(fields.get("state"))
+    return MachineView(
+        machine=machine.id,
+        link=link,
+        state=(last_state or UNKNOWN) if link == "online" else UNKNOWN,
+        last_state=last_state,
+        last_seen_ms=sample.ts_ms if sample is not None else None,
+        occupancy=Occupancy.of(_int(fields.get("badge")), badge_owner),
+        job=_str(fields.get("job")),
+        stop_reason=_int(fields.get("stop_reason")),
+        counters=Counters(
+            good_count=_int(fields.get("good_count")),
+            reject_count=_int(fields.get("reject_count")),
+            energy_kwh=_float(fields.get("energy_kwh")),
+        ),
+        power_kw=_float(fields.get("power_kw")),
+    )
+
+
 @router.get("")
 def list_machines(site: SiteDep, store: StoreDep, principal: PrincipalDep, now: NowDep) -> MachinesPublic:
-    """Return every configured machine's latest state, tenant, counters and when it was last heard from."""
+    """Return every configured machine's latest state, occupant and counters, as far as the caller may see them."""
     now_ms = int(now.timestamp() * 1000)
     latest = store.latest(site.site.id)
-    statuses = store.latest(site.site.id, MACHINE_STATUS)
+    statuses = store.latest_statuses(site.site.id)
     owners = site.badge_owner()
     out: list[MachinePublic] = []
     for machine in site.machines:
-        row = latest.get(machine.id)
-        fields = row.fields if row is not None else {}
-        link = link_of(site, machine, row, statuses.get(machine.id), now_ms)
-        last_state = _str(fields.get("state"))
-        who = occupant(principal, _int(fields.get("badge")), owners)
+        raw = machine_view(site, machine, latest.get(machine.id), statuses.get(machine.id), now_ms, owners)
+        view = mask_machine(principal, raw)
+        seen = view.last_seen_ms
         out.append(
             MachinePublic(
                 id=machine.id,
                 name=machine.name,
                 profile=machine.profile,
-                state=(last_state or UNKNOWN) if link == "online" else UNKNOWN,
-                last_state=last_state,
-                link=link,
-                last_seen=utc(row.ts_ms) if row is not None else None,
-                age_s=round((now_ms - row.ts_ms) / 1000, 3) if row is not None else None,
-                tenant=who.tenant,
-                occupied=who.occupied,
-                badge=who.badge,
-                job=who.job(_str(fields.get("job"))),
-                stop_reason=_int(fields.get("stop_reason")),
+                state=view.state,
+                last_state=view.last_state,
+                link=view.link,
+                last_seen=utc(seen) if seen is not None else None,
+                age_s=round((now_ms - seen) / 1000, 3) if seen is not None else None,
+                tenant=view.occupancy.tenant,
+                occupied=view.occupancy.occupied,
+                unowned=view.occupancy.unowned,
+                badge=view.occupancy.badge,
+                job=view.job,
+                stop_reason=view.stop_reason,
                 counters=CountersPublic(
-                    good_count=_int(fields.get("good_count")),
-                    reject_count=_int(fields.get("reject_count")),
-                    energy_kwh=_float(fields.get("energy_kwh")),
+                    good_count=view.counters.good_count,
+                    reject_count=view.counters.reject_count,
+                    energy_kwh=view.counters.energy_kwh,
                 ),
-                power_kw=_float(fields.get("power_kw")),
+                power_kw=view.power_kw,
             )
         )
     return MachinesPublic(at=now, machines=out)
@@ -101,29 +141,38 @@ def machine_timeline(
     """Return a machine's state intervals in [from, to), UNKNOWN where data is missing, with coverage."""
     timeline = fetch_timeline(store, site, machine, window.start_ms, window.end_ms)
     owners = site.badge_owner()
-    intervals = []
-    for interval in timeline.intervals:
-        who = occupant(principal, interval.badge, owners)
-        intervals.append(
-            IntervalPublic(
-                start=utc(interval.start_ms),
-                end=utc(interval.end_ms),
-                duration_s=interval.duration_ms / 1000,
-                state=interval.state,
-                tenant=who.tenant,
-                occupied=who.occupied,
-                badge=who.badge,
-                job=who.job(interval.job),
-                stop_reason=interval.stop_reason,
+    views = mask_intervals(
+        principal,
+        (
+            IntervalView(
+                i.start_ms, i.end_ms, i.state, Occupancy.of(i.badge, owners), job=i.job, stop_reason=i.stop_reason
             )
-        )
+            for i in timeline.intervals
+        ),
+    )
+    figures = timeline_figures(principal, timeline, sessions(timeline, owners))
     return TimelinePublic(
         machine=machine.id,
         from_=utc(window.start_ms),
         to=utc(window.end_ms),
         coverage=round(timeline.coverage, 6),
         max_gap_s=site.max_gap_ms(machine) / 1000,
-        intervals=intervals,
-        totals=CountsPublic.of(timeline.totals()),
-        unattributed=CountsPublic.of(timeline.unattributed()),
+        intervals=[
+            IntervalPublic(
+                start=utc(v.start_ms),
+                end=utc(v.end_ms),
+                duration_s=(v.end_ms - v.start_ms) / 1000,
+                state=v.state,
+                tenant=v.occupancy.tenant,
+                occupied=v.occupancy.occupied,
+                unowned=v.occupancy.unowned,
+                badge=v.occupancy.badge,
+                job=v.job,
+                stop_reason=v.stop_reason,
+            )
+            for v in views
+        ],
+        totals=CountsPublic.of(figures.totals),
+        totals_scope=figures.scope,
+        unattributed=CountsPublic.of(figures.unattributed) if figures.unattributed is not None else None,
     )

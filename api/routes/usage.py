@@ -1,44 +1,33 @@
-"""GET /v1/usage: per tenant per machine session hours, running hours, parts and energy."""
+"""GET /v1/usage: per tenant per machine session hours, running hours, parts, energy, state breakdown and OEE."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.core import machine_totals, usage
-from api.deps import PrincipalDep, SiteDep, StoreDep, WindowDep
+from api import analytics
+from api.deps import PrincipalDep, RollupsDep, SiteDep, StoreDep, WindowDep
 from api.models import AnomalyPublic, CountsPublic, MachineTotalsPublic, UsagePublic, UsageRowPublic, utc
-from api.reader import fetch_timelines
-from shopfloor.config import Role
+from api.policy import can_see_machine_totals, visible_rows
 
 router = APIRouter(tags=["usage"])
 
 
 @router.get("/usage")
-def get_usage(site: SiteDep, store: StoreDep, principal: PrincipalDep, window: WindowDep) -> UsagePublic:
-    """Return usage rows in [from, to); tenant keys get only their own tenant's rows."""
-    timelines = fetch_timelines(store, site, window.start_ms, window.end_ms)
+def get_usage(
+    site: SiteDep, store: StoreDep, principal: PrincipalDep, window: WindowDep, rollups: RollupsDep
+) -> UsagePublic:
+    """Return usage rows in [from, to); tenant keys get only their own tenant's rows and no machine totals."""
+    data = analytics.window(store, site, window.start_ms, window.end_ms, rollups=rollups)
     rows = [
-        UsageRowPublic(
-            tenant=row.tenant,
-            machine=row.machine,
-            session_hours=round(row.session_hours, 6),
-            running_hours=round(row.running_hours, 6),
-            good=row.good,
-            reject=row.reject,
-            kwh=round(row.kwh, 3),
-            sessions=row.sessions,
-            coverage=round(row.coverage, 6),
-        )
-        for row in usage(timelines, site.badge_owner(), window.start_ms, window.end_ms)
-        if principal.sees(row.tenant)
+        UsageRowPublic(**analytics.usage_dict(row))
+        for row in visible_rows(principal, analytics.usage_rows(site, data))
     ]
     machines = []
-    if principal.role is not Role.TENANT:
-        for machine_id, timeline in timelines.items():
-            totals = machine_totals(machine_id, timeline, window.start_ms, window.end_ms)
+    if can_see_machine_totals(principal):
+        for totals in analytics.machine_totals(data):
             machines.append(
                 MachineTotalsPublic(
-                    machine=machine_id,
+                    machine=totals.machine,
                     coverage=round(totals.coverage, 6),
                     total=CountsPublic.of(totals.total),
                     no_badge=CountsPublic.of(totals.no_badge),

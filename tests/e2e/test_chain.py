@@ -116,7 +116,7 @@ def test_usage_matches_ground_truth(
                 assert got["session_hours"] == pytest.approx(want.session_s / 3600, abs=tolerance_h)
                 assert got["running_hours"] == pytest.approx(want.running_s / 3600, abs=tolerance_h)
                 assert got["kwh"] == pytest.approx(want.kwh, abs=0.05 + 0.02 * want.kwh)
-        real_tenants = {t for t in expected if t != "unknown"}
+        real_tenants = set(expected)
         assert {t for (t, _m) in rows if t in real_tenants} == real_tenants
 
         # A tenant key sees its own rows only.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -15,16 +16,24 @@ from api.app import create_app
 from api.server import ServerError, serve, stop
 from shopfloor.cli import build_parser
 from shopfloor.config import ApiKey, Role, SiteConfig
-from shopfloor.influx import InfluxStore
+from shopfloor.influx import InfluxStore, Point
 from shopfloor.keys import hash_key
 from shopfloor.services import InfluxDB, free_port
 
 pytestmark = pytest.mark.integration
 KEY = "sfk_server_test_operator"
+TENANT_KEY = "sfk_server_test_acme"
 
 
 def test_serve_in_a_thread_and_stop(example_site: SiteConfig, influx_store: InfluxStore) -> None:
-    site = example_site.model_copy(update={"api_keys": [ApiKey(name="op", sha256=hash_key(KEY), role=Role.OPERATOR)]})
+    keys = [
+        ApiKey(name="op", sha256=hash_key(KEY), role=Role.OPERATOR),
+        ApiKey(name="acme", sha256=hash_key(TENANT_KEY), role=Role.TENANT, tenant="acme"),
+    ]
+    site = example_site.model_copy(update={"api_keys": keys})
+    # batik's badge at cnc-01: the served API masks it for acme's key just as the in-process one does.
+    fields = {"state": "RUNNING", "badge": 2001, "job": "J-BATIK", "good_count": 917, "power_kw": 2.5}
+    influx_store.write([Point("telemetry", {"site": site.site.id, "machine": "cnc-01"}, fields, 1_700_000_000_000)])
     port = free_port()
     server, thread = serve(create_app(site, influx_store), "127.0.0.1", port)
     try:
@@ -33,6 +42,20 @@ def test_serve_in_a_thread_and_stop(example_site: SiteConfig, influx_store: Infl
         resp = httpx.get(f"{base}/v1/machines", headers={"Authorization": f"Bearer {KEY}"}, timeout=5)
         assert resp.status_code == 200
         assert len(resp.json()["machines"]) == len(site.machines)
+        assert resp.json()["machines"][0]["counters"]["good_count"] == 917
+        resp = httpx.get(f"{base}/v1/machines", headers={"Authorization": f"Bearer {TENANT_KEY}"}, timeout=5)
+        cnc = resp.json()["machines"][0]
+        assert (cnc["id"], cnc["occupied"], cnc["tenant"], cnc["badge"], cnc["job"], cnc["power_kw"]) == (
+            "cnc-01",
+            True,
+            None,
+            None,
+            None,
+            None,
+        )
+        # Searched in the machines only: the response's "at" (now, to the microsecond) could hold any digits.
+        shown = json.dumps(resp.json()["machines"])
+        assert "917" not in shown and "batik" not in shown.lower() and "2001" not in shown
         assert httpx.get(f"{base}/v1/machines", timeout=5).status_code == 401
     finally:
         stop(server, thread)

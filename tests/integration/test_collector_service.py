@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from api.core.timeline import StatusEvent
 from collector.convert import seq_ranges
 from collector.registry import Registry
 from collector.service import Collector
@@ -531,6 +532,42 @@ def test_agent_status_is_stored_stamped_when_received(
     assert row.tags["site"] == SITE
     assert row.fields == {"agent": "edge-1", "status": "offline", "detail": "connection lost"}
     assert collector.stats["invalid"] == {}
+
+
+def test_an_outbox_loss_is_stored_with_its_until_and_a_grown_loss_replaces_it(
+    client: Client, influx_store: InfluxStore, make_collector: Callable[..., Collector]
+) -> None:
+    collector = make_collector(influx_store)
+    collector.start()
+    sync(collector, client)
+    topic = Topic.machine_status(SITE, "cnc-01")
+
+    def loss(until: int, detail: str) -> bytes:
+        return StatusMessage(
+            status=LinkStatus.UNREACHABLE, ts=T0 + 7, until=until, agent="edge-1", detail=detail
+        ).to_json()
+
+    def stored() -> list[Row]:
+        return influx_store.statuses(SITE, "cnc-01", T0, T0 + 100)
+
+    client.publish(topic, loss(T0 + 2007, "outbox full: 2 batches"))
+    wait_for(lambda: len(stored()) == 1, "the loss status in the store")
+    # The agent publishes the loss again as it grows: same ts, the same point, the newer until.
+    client.publish(topic, loss(T0 + 9007, "outbox full: 9 batches"))
+    wait_for(lambda: stored()[0].fields.get("until") == T0 + 9007, "the grown loss")
+    # A loss claiming to end a day from now would blank out data not yet received: refused, not written.
+    client.publish(topic, loss(T0 + 86_400_000, "outbox full: forged"))
+    wait_for(lambda: collector.stats["invalid"].get("too-new") == 1, "the future loss refused")
+    [row] = stored()
+    assert (row.ts_ms, row.fields) == (
+        T0 + 7,
+        {"status": "unreachable", "agent": "edge-1", "detail": "outbox full: 9 batches", "until": T0 + 9007},
+    )
+    assert type(row.fields["until"]) is int
+    # What the timeline reads of it.
+    assert StatusEvent.from_fields(row.ts_ms, "machine", row.fields) == StatusEvent(
+        T0 + 7, "machine", "unreachable", T0 + 9007, "edge-1"
+    )
 
 
 def test_a_seq_reused_for_other_content_is_flagged_but_written(

@@ -1,63 +1,29 @@
-"""InfluxStore against a real InfluxDB: round trips, failures classified as retry or reject, 413 and partial writes."""
+"""InfluxStore against a real InfluxDB, beyond the store contract (test_store_contract.py): failures classified as
+retry or reject, 413 and partial writes, streamed and paged answers, answers cut short."""
 
 from __future__ import annotations
 
+import gc
+import json
 import re
+import shutil
 import threading
 import time
+import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
-from shopfloor.influx import InfluxStore, Point, StoreRejected, StoreUnavailable, to_line
-from shopfloor.services import InfluxDB, free_port
+from shopfloor.influx import InfluxStore, Point, StoreRejected, StoreUnavailable, quote_literal, to_line
+from shopfloor.services import InfluxDB, free_port, temp_workdir
 
 pytestmark = pytest.mark.integration
 T0 = 1764291600000
-
-
-def test_write_and_read_back(influx_store: InfluxStore) -> None:
-    tags = {"site": "bdg", "machine": "cnc-01"}
-    influx_store.write(
-        [
-            Point("telemetry", tags, {"state": "RUNNING", "good_count": 1, "energy_kwh": 2, "job": "J 'x'"}, T0),
-            Point("telemetry", tags, {"state": "IDLE", "good_count": 2, "energy_kwh": 2.5}, T0 + 1000),
-            Point("telemetry", {"site": "bdg", "machine": "cnc-02"}, {"state": "OFF"}, T0 + 500),
-        ]
-    )
-    rows = influx_store.telemetry("bdg", "cnc-01", T0, T0 + 1000)
-    assert [(r.ts_ms, r.fields) for r in rows] == [
-        (T0, {"state": "RUNNING", "good_count": 1, "energy_kwh": 2.0, "job": "J 'x'"})
-    ]
-    latest = influx_store.latest("bdg")
-    assert latest["cnc-01"].fields["state"] == "IDLE"
-    assert latest["cnc-02"].ts_ms == T0 + 500
-
-
-def test_latest_carries_each_fields_last_value(influx_store: InfluxStore) -> None:
-    # Report by exception: the newest row holds only what changed; the rest holds from older rows.
-    tags = {"site": "bdg", "machine": "cnc-01"}
-    influx_store.write(
-        [
-            Point("telemetry", tags, {"state": "RUNNING", "badge": 1001, "job": "J-1", "energy_kwh": 2.5}, T0),
-            Point("telemetry", tags, {"state": "STOPPED", "stop_reason": 4}, T0 + 1000),
-            Point("telemetry", tags, {"energy_kwh": 2.75}, T0 + 2000),
-        ]
-    )
-    row = influx_store.latest("bdg")["cnc-01"]
-    assert row.ts_ms == T0 + 2000
-    assert row.tags["machine"] == "cnc-01"
-    assert row.fields == {"state": "STOPPED", "badge": 1001, "job": "J-1", "stop_reason": 4, "energy_kwh": 2.75}
-
-
-def test_same_point_twice_is_one_point(influx_store: InfluxStore) -> None:
-    point = Point("telemetry", {"site": "bdg", "machine": "m"}, {"good_count": 5}, T0)
-    influx_store.write([point])
-    influx_store.write([point])
-    assert len(influx_store.telemetry("bdg", "m", T0 - 1, T0 + 1)) == 1
 
 
 def test_type_conflict_is_rejected_not_retried(influx_store: InfluxStore) -> None:
@@ -76,11 +42,6 @@ def test_unreachable_store_is_retryable() -> None:
 def test_bad_query_is_rejected(influx_store: InfluxStore) -> None:
     with pytest.raises(StoreRejected):
         influx_store.query("SELEKT nonsense")
-
-
-def test_hostile_ids_stay_literals(influx_store: InfluxStore) -> None:
-    influx_store.write([Point("telemetry", {"site": "bdg", "machine": "m"}, {"good_count": 5}, T0)])
-    assert influx_store.telemetry("bdg", "m' OR machine =~ /.*/ --", T0 - 1, T0 + 1) == []
 
 
 # ---- write errors: 413, partial writes, auth, retention policy, Retry-After -----------------------------------
@@ -123,20 +84,6 @@ def test_oversize_batch_is_split_until_it_fits(small_body_influxdb: InfluxDB) ->
         stats = store.stats
         assert stats["splits"] >= 5
         assert stats["rejected_lines"] == 0
-
-
-def test_a_partial_answer_is_an_error_never_data(tmp_path: Path) -> None:
-    # InfluxDB cuts an answer at max-row-limit and says "partial": true; a figure from it would be wrong.
-    server = own_influxdb(tmp_path, max_row_limit="100")
-    try:
-        with InfluxStore(server.url, "partial") as store:
-            store.ensure_database()
-            assert store.write_lines([to_line(Point("telemetry", TAGS, {"x": i}, T0 + i)) for i in range(150)]) == []
-            assert len(store.telemetry("bdg", TAGS["machine"], T0 - 1, T0 + 100)) == 100  # at the limit: whole
-            with pytest.raises(StoreRejected, match="partial"):
-                store.telemetry("bdg", TAGS["machine"], T0 - 1, T0 + 1000)
-    finally:
-        server.stop()
 
 
 def test_a_line_over_the_body_limit_is_rejected_alone(small_body_influxdb: InfluxDB) -> None:
@@ -216,6 +163,8 @@ class _StandIn(ThreadingHTTPServer):
     status = 204
     headers_out: dict[str, str]
     seen: list[dict[str, str]]
+    answer = b""  # the body of a GET /query answer, sent as is
+    cut = False  # announce more body than is sent, then hang up: an answer cut short on the wire
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -231,6 +180,19 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        self.server.seen.append({"path": self.path, **{k.lower(): v for k, v in self.headers.items()}})
+        self.send_response(self.server.status if self.server.status != 204 else 200)
+        for k, v in self.server.headers_out.items():
+            self.send_header(k, v)
+        body = self.server.answer
+        self.send_header("Content-Length", str(len(body) + (1000 if self.server.cut else 0)))
+        self.end_headers()
+        self.wfile.write(body)
+        self.wfile.flush()
+        if self.server.cut:
+            self.close_connection = True
 
     def log_message(self, *_args: object) -> None:
         pass
@@ -272,3 +234,161 @@ def test_overload_is_unavailable_with_the_wait_asked_for(
         store.write_lines(["t x=1i 1", "t x=2i 2"])
     assert exc.value.retry_after_s == expected
     assert len(stand_in.seen) == 1  # neither split nor bisected
+
+
+# ---- answers: streamed, paged, cut short ---------------------------------------------------------------------
+
+ROW_LIMIT = 100
+
+
+@pytest.fixture(scope="module")
+def capped_influxdb() -> Iterator[InfluxDB]:
+    """An InfluxDB capping every whole (not streamed) answer at ROW_LIMIT rows."""
+    workdir = temp_workdir("sf-influx-capped-")
+    server = InfluxDB(workdir, max_row_limit=ROW_LIMIT).start()
+    yield server
+    server.stop()
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+def fresh(server: InfluxDB, **options: Any) -> InfluxStore:
+    store = InfluxStore(server.url, f"t_{uuid.uuid4().hex[:12]}", **options)
+    store.ensure_database()
+    return store
+
+
+def test_a_streamed_answer_is_not_capped(capped_influxdb: InfluxDB) -> None:
+    with fresh(capped_influxdb) as store:
+        assert store.write_lines([to_line(Point("telemetry", TAGS, {"x": i}, T0 + i)) for i in range(250)]) == []
+        [series] = store.query("SELECT x FROM telemetry")  # 250 rows in chunks of 10,000: one series, whole
+        assert [row[1] for row in series["values"]] == list(range(250))
+        assert len(store.samples("bdg", "m", T0, T0 + 250)) == 250
+        assert store.read_pages == 0
+
+
+def test_a_capped_whole_answer_is_paged_by_time(capped_influxdb: InfluxDB) -> None:
+    # Without streaming the store sends at most 100 rows an answer ("partial": true): 250 rows take 3 answers.
+    with fresh(capped_influxdb, chunk_rows=None) as store:
+        assert store.write_lines([to_line(Point("telemetry", TAGS, {"x": i}, T0 + i)) for i in range(250)]) == []
+        assert store.samples("bdg", "m", T0, T0 + 250) == [(T0 + i, {"x": i}) for i in range(250)]
+        assert store.read_pages == 2
+        assert len(store.samples("bdg", "m", T0 + 10, T0 + 110)) == 100  # exactly at the cap: one answer, whole
+        assert store.read_pages == 2  # the cap is "more than 100": 100 rows come whole, unmarked
+
+
+def test_a_partial_answer_is_an_error_never_data(capped_influxdb: InfluxDB) -> None:
+    # Where a read cannot be paged by time, a capped answer is refused: a figure from it would be wrong.
+    with fresh(capped_influxdb, chunk_rows=None) as store:
+        lines = [
+            to_line(Point("telemetry", {"site": "bdg", "machine": f"m-{i:03d}"}, {"x": i}, T0)) for i in range(150)
+        ]
+        assert store.write_lines(lines) == []
+        with pytest.raises(StoreRejected, match="partial"):
+            store.query("SELECT * FROM telemetry")
+        # latest(): 150 machines' newest rows are over the cap, and the store drops the second statement.
+        with pytest.raises(StoreRejected, match="partial"):
+            store.latest("bdg")
+    with fresh(capped_influxdb) as store:  # streamed, the same reads are whole
+        assert store.write_lines(lines) == []
+        assert len(store.latest("bdg")) == 150
+
+
+def test_an_answer_still_partial_where_it_ends_is_refused(stand_in: _StandIn) -> None:
+    # A streamed answer whose last part says more is coming: the store stopped before the end.
+    part = {"statement_id": 0, "series": [{"name": "telemetry", "columns": ["time", "x"], "values": [[T0, 1]]}]}
+    part["series"][0]["partial"] = True  # type: ignore[index]
+    stand_in.answer = json.dumps({"results": [{**part, "partial": True}]}).encode() + b"\n"
+    url = f"http://127.0.0.1:{stand_in.server_address[1]}"
+    with InfluxStore(url, "db") as store, pytest.raises(StoreRejected, match="partial"):
+        store.samples("bdg", "m", T0, T0 + 10)
+    assert "chunked=true" in stand_in.seen[0]["path"]
+
+
+def test_an_answer_cut_on_the_wire_is_unavailable(stand_in: _StandIn) -> None:
+    stand_in.answer = b'{"results":[{"statement_id":0,"series":[{"name":"telemetry","columns":["time","x"],"values":[['
+    stand_in.cut = True
+    url = f"http://127.0.0.1:{stand_in.server_address[1]}"
+    with InfluxStore(url, "db", timeout_s=2) as store, pytest.raises(StoreUnavailable, match="mid-answer"):
+        store.samples("bdg", "m", T0, T0 + 10)
+
+
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [
+        # InfluxDB reports a limit hit half-way through a streamed answer as an error result.
+        (
+            b'{"results":[{"statement_id":0,"series":[{"name":"t","columns":["time","x"],"values":[[1,1]],'
+            b'"partial":true}],"partial":true}]}\n{"results":[{"statement_id":0,"error":"max-select-point limit '
+            b'exceeeded: (10 > 5)"}]}\n',
+            "max-select-point",
+        ),
+        (b'{"error":"query interrupted"}\n', "query interrupted"),
+        (b"<html>proxy error</html>\n", "not JSON"),
+        (b"[1, 2]\n", "unexpected document"),
+        (b'{"results":[7]}\n', "malformed result"),
+        (b'{"results":{"statement_id":0}}\n', "malformed result"),
+        (b'{"results":[{"statement_id":0,"series":[{"name":"t","values":[[1,1]]}]}]}\n', "malformed series"),
+        (b'{"results":[{"statement_id":0,"series":[{"columns":["time"],"values":7}]}]}\n', "malformed series"),
+        (b"", "partial"),  # no answer at all: the statement is missing
+    ],
+)
+def test_an_error_in_an_answer_is_rejected(stand_in: _StandIn, answer: bytes, message: str) -> None:
+    stand_in.answer = answer
+    url = f"http://127.0.0.1:{stand_in.server_address[1]}"
+    with InfluxStore(url, "db") as store, pytest.raises(StoreRejected, match=message):
+        store.samples("bdg", "m", T0, T0 + 10)
+
+
+@pytest.mark.parametrize(("status", "error"), [(503, StoreUnavailable), (429, StoreUnavailable), (401, StoreRejected)])
+def test_a_refused_query_is_classified(stand_in: _StandIn, status: int, error: type[Exception]) -> None:
+    stand_in.status = status
+    stand_in.answer = b'{"error":"nope"}'
+    url = f"http://127.0.0.1:{stand_in.server_address[1]}"
+    with InfluxStore(url, "db") as store, pytest.raises(error, match=f"{status}.*nope"):
+        store.latest("bdg")
+
+
+def test_a_new_float_field_is_typed_after_the_types_were_read(influx_store: InfluxStore) -> None:
+    # The field types are read once and again when a column shows that was not known: a whole float stays a float.
+    influx_store.write([Point("telemetry", TAGS, {"temp_c": 40.0}, T0)])
+    assert influx_store.samples("bdg", "m", T0, T0 + 1) == [(T0, {"temp_c": 40.0})]
+    influx_store.write([Point("telemetry", TAGS, {"flow_l": 3.0, "count_x": 3}, T0 + 1)])
+    [(_, fields)] = influx_store.samples("bdg", "m", T0 + 1, T0 + 2)
+    assert {k: type(v) for k, v in fields.items()} == {"flow_l": float, "count_x": int}
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_reads_leave_the_garbage_collector_as_they_found_it(influx_store: InfluxStore, enabled: bool) -> None:
+    influx_store.write([Point("telemetry", TAGS, {"x": i}, T0 + i) for i in range(10)])
+    was = gc.isenabled()
+    (gc.enable if enabled else gc.disable)()
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(lambda _: influx_store.samples("bdg", "m", T0, T0 + 10), range(16)))
+        assert all(len(r) == 10 for r in results)
+        assert gc.isenabled() is enabled
+        with pytest.raises(ValueError):
+            influx_store.samples("bdg", "m", T0, T0 - 1)
+        with pytest.raises(StoreRejected):
+            influx_store.query("SELEKT")
+        assert gc.isenabled() is enabled
+    finally:
+        (gc.enable if was else gc.disable)()
+
+
+def test_reads_come_from_the_retention_policy_written_to(influx_store: InfluxStore) -> None:
+    influx_store.query(f'CREATE RETENTION POLICY "month" ON "{influx_store.database}" DURATION 30d REPLICATION 1')
+    now_ms = int(time.time() * 1000) // 1000 * 1000
+    with InfluxStore(influx_store.url, influx_store.database, retention_policy="month") as store:
+        store.write([Point("telemetry", TAGS, {"x": 1}, now_ms)])
+        assert store.samples("bdg", "m", now_ms, now_ms + 1) == [(now_ms, {"x": 1})]
+        assert store.latest("bdg")["m"].ts_ms == now_ms
+    assert influx_store.samples("bdg", "m", now_ms, now_ms + 1) == []  # not in the default policy
+
+
+def test_hostile_strings_stay_literals_in_raw_queries(influx_store: InfluxStore) -> None:
+    # The interface refuses such ids before any query; raw queries still quote them as literals.
+    influx_store.write([Point("telemetry", TAGS, {"good_count": 5}, T0)])
+    hostile = quote_literal("m' OR machine =~ /.*/ --")
+    assert influx_store.rows(f"SELECT * FROM telemetry WHERE machine = {hostile}") == []
+    assert len(influx_store.rows(f"SELECT * FROM telemetry WHERE machine = {quote_literal('m')}")) == 1

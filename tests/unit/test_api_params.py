@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from fastapi.exceptions import RequestValidationError
 
-from api.params import Window, parse_instant, parse_window
+from api.params import Window, parse_group_by, parse_instant, parse_window
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 NOW_MS = int(NOW.timestamp() * 1000)
@@ -98,3 +98,38 @@ def test_both_bad_parameters_are_named() -> None:
 def test_92_days_exactly_is_allowed() -> None:
     window = parse_window("2026-08-28T10:00:00Z", "2026-11-28T10:00:00Z", NOW)
     assert window.end_ms - window.start_ms == 92 * 24 * H
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (None, ("machine",)),
+        ("machine", ("machine",)),
+        ("tenant,machine", ("tenant", "machine")),
+        ("day, shift", ("day", "shift")),
+        ("machine,tenant,job,shift,day", ("machine", "tenant", "job", "shift", "day")),
+    ],
+)
+def test_group_by_keeps_the_order_given(text: str | None, expected: tuple[str, ...]) -> None:
+    assert parse_group_by(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("", "not one of"),
+        ("machine,", "not one of"),
+        ("badge", "'badge' not one of"),
+        ("Machine", "not one of"),
+        ("machine,machine", "more than once"),
+        ("machine;tenant", "not one of"),
+        ("x" * 65, "longer than 64"),
+        ("tenant\x00", "not one of"),
+    ],
+)
+def test_bad_group_by_is_a_422_naming_it(text: str, says: str) -> None:
+    with pytest.raises(RequestValidationError) as err:
+        parse_group_by(text)
+    (error,) = err.value.errors()
+    assert error["loc"] == ("query", "group_by")
+    assert says in error["msg"]

@@ -318,6 +318,49 @@ def test_machine_status_of_the_serving_agent_is_accepted() -> None:
     assert accepted == StatusMessage.model_validate_json(status())
 
 
+def loss(ts: int = NOW - 60_000, until: object = NOW - 1000, status: str = "unreachable") -> bytes:
+    """An outbox-loss status of cnc-01 from edge-1 as bytes (json, so tests can send what the model refuses)."""
+    body = {"v": 1, "status": status, "ts": ts, "agent": "edge-1", "detail": "outbox full: ...", "until": until}
+    return json.dumps(body).encode()
+
+
+@pytest.mark.parametrize(
+    ("ts", "until"),
+    [
+        (NOW - 60_000, NOW - 1000),
+        (NOW - 60_000, NOW - 60_000),  # one sample lost
+        (NOW - 7 * DAY, NOW + 5 * 60_000),  # the whole window: a week back to the 5 min ahead allowed
+    ],
+)
+def test_an_outbox_loss_status_is_accepted_with_its_until(ts: int, until: int) -> None:
+    accepted = REGISTRY.check_machine_status(MACHINE_STATUS, loss(ts, until), NOW)
+    assert (accepted.status, accepted.ts, accepted.until) == (LinkStatus.UNREACHABLE, ts, until)
+
+
+@pytest.mark.parametrize(
+    ("payload", "kind", "detail"),
+    [
+        pytest.param(loss(until=NOW + DAY), "too-new", "status until: ts 1764378000000 is 86400 s ahead", id="future"),
+        pytest.param(loss(until=NOW - 120_000), "invalid-payload", "is before ts", id="before-ts"),
+        pytest.param(loss(until=2**63), "invalid-payload", "until: Input should be less than", id="out-of-range"),
+        pytest.param(loss(until="soon"), "invalid-payload", "until: Input should be a valid integer", id="wrong-type"),
+        pytest.param(loss(status="online"), "invalid-payload", "only meaningful on status unreachable", id="online"),
+    ],
+)
+def test_a_bad_until_is_refused_with_its_kind(payload: bytes, kind: str, detail: str) -> None:
+    with pytest.raises(PayloadError) as info:
+        REGISTRY.check_machine_status(MACHINE_STATUS, payload, NOW)
+    assert (info.value.kind, detail in info.value.detail) == (kind, True), info.value
+
+
+def test_an_agent_status_with_until_is_refused() -> None:
+    # until means an outbox loss of one machine; an agent's own status has none (and is restamped on receipt).
+    with pytest.raises(PayloadError) as info:
+        REGISTRY.check_agent_status(Topic.agent_status("bdg", "edge-1"), loss(), NOW)
+    assert info.value.kind == "invalid-payload"
+    assert "until: only a machine's status reports an outbox loss, not agent 'edge-1'" in info.value.detail
+
+
 def test_agent_status_is_stamped_with_the_time_it_was_received() -> None:
     # A last will carries the agent's connect time, days ago: the loss happened when the broker published it.
     will = status(ts=NOW - 30 * DAY, status=LinkStatus.OFFLINE)

@@ -4,21 +4,28 @@ from __future__ import annotations
 
 import re
 import textwrap
+from datetime import date, time, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from api.core.pieces import MIN_CONTEXT_MS
+from shopfloor.calendar import ALWAYS, Calendar, Downtime, ShiftPattern
 from shopfloor.config import (
+    MAX_MICROSTOP_S,
     ByteOrder,
     DataType,
+    LossCategory,
     RegisterSpec,
     Role,
+    SiteConfig,
     WordOrder,
     default_site_path,
     load_profile,
     load_site,
 )
+from shopfloor.contracts import MachineState
 from shopfloor.yamlfile import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -157,7 +164,7 @@ def test_every_shipped_profile_loads() -> None:
 
 
 def test_roles() -> None:
-    assert {r.value for r in Role} == {"admin", "operator", "tenant"}
+    assert {r.value for r in Role} == {"admin", "operator", "auditor", "tenant"}
 
 
 PROFILE = "model: p\nregisters:\n  - {REG}\n  - {signal: other, address: 100, type: uint16}\n"
@@ -414,3 +421,289 @@ def test_profiles_may_not_declare_reserved_signal_names(tmp_path: Path, name: st
 def test_underscore_signal_names_are_refused_too() -> None:
     with pytest.raises(ValueError, match="'_x' is reserved"):
         RegisterSpec.model_validate({"signal": "_x", "address": 0, "type": "uint16"})
+
+
+# ---- shift calendar and OEE settings -----------------------------------------------------------------------------
+
+CALENDAR = """\
+calendar:
+  shifts:
+    - {name: morning, start: "06:00", end: "14:00", days: [mon, tue, wed, thu, fri, sat],
+       breaks: [{start: "10:00", end: "10:15"}]}
+    - {name: night, start: "22:00", end: "06:00"}
+  holidays: ["2026-12-25", 2026-12-31]
+  downtime:
+    - {machines: [m-1], start: "2026-12-03T08:00:00+07:00", end: "2026-12-03T12:00:00+07:00",
+       reason: "spindle service"}
+    - {start: 2026-12-04T00:00:00Z, end: "2026-12-04T02:00:00+00:00"}
+oee:
+  loss_map:
+    version: "plant-2"
+    microstop_max_s: 90
+    states: {SETUP: setup, IDLE: no_operator, OFF: off, MAINTENANCE: maintenance, STOPPED: breakdown}
+    stop_reasons: {7: no_material, 14: other}
+"""
+# MINIMAL is 12 lines: CALENDAR's first line is line 13 of the site file.
+CAL_LINE = {
+    "calendar": 13, "shifts[0]": 15, "breaks": 16, "shifts[1]": 17, "holidays": 18, "downtime[0]": 20, "reason": 21,
+    "downtime[1]": 22, "loss_map": 24, "version": 25, "inserted": 25, "microstop": 26, "states": 27, "stop_reasons": 28,
+}  # fmt: skip
+
+
+def test_calendar_and_oee_blocks_become_the_pure_calendar(tmp_path: Path) -> None:
+    site = load_site(write(tmp_path, MINIMAL + CALENDAR))
+    cal = site.calendar_model()
+    assert cal == Calendar(
+        "Asia/Jakarta",
+        (
+            ShiftPattern("morning", time(6), time(14), frozenset(range(6)), ((time(10), time(10, 15)),)),
+            ShiftPattern("night", time(22), time(6)),
+        ),
+        frozenset({date(2026, 12, 25), date(2026, 12, 31)}),
+        (
+            # 08:00+07:00 is 01:00 UTC: 1_796_259_600_000 ms; four hours later 1_796_274_000_000.
+            Downtime(1_796_259_600_000, 1_796_274_000_000, frozenset({"m-1"}), "spindle service"),
+            Downtime(1_796_342_400_000, 1_796_349_600_000, None, "planned downtime"),  # the default reason
+        ),
+    )
+    assert site.calendar_model() is cal  # built once, at load time
+    loss = site.oee.loss_map
+    assert (loss.version, loss.microstop_max_s) == ("plant-2", 90.0)
+    assert loss.stop_reasons == {7: LossCategory.NO_MATERIAL, 14: LossCategory.OTHER}
+    assert loss.states[MachineState.IDLE] is LossCategory.NO_OPERATOR
+
+
+def test_without_calendar_every_hour_is_planned_and_the_loss_map_is_the_default(tmp_path: Path) -> None:
+    site = load_site(write(tmp_path, MINIMAL))
+    cal = site.calendar_model()
+    assert cal.shifts == (ALWAYS,) and cal.zone == "Asia/Jakarta"
+    start, end = cal.day_bounds(date(2026, 12, 1))
+    assert [(p.start_ms, p.end_ms, p.shift) for p in cal.planned(start, end, "m-1")] == [(start, end, "all")]
+    loss = site.oee.loss_map
+    assert loss.version == "default-1" and loss.microstop_max_s == 120 and loss.stop_reasons == {}
+    assert {k.value: v.value for k, v in loss.states.items()} == {
+        "SETUP": "setup", "IDLE": "no_operator", "OFF": "off", "MAINTENANCE": "maintenance", "STOPPED": "breakdown"
+    }  # fmt: skip
+
+
+def test_microstop_limit_is_the_pieces_context() -> None:
+    assert MAX_MICROSTOP_S * 1000 == MIN_CONTEXT_MS
+
+
+def test_example_site_calendar_runs_around_the_clock() -> None:
+    site = load_site(default_site_path())
+    cal = site.calendar_model()
+    assert [s.name for s in cal.shifts] == ["morning", "afternoon", "night"]
+    start, end = cal.day_bounds(date(2026, 12, 1))
+    # 06-14, 14-22 and 22-06: the 24 h of 1 December are the tail of 30 November's night (6 h), morning (8 h),
+    # afternoon (8 h) and the head of 1 December's night (2 h).
+    assert [(p.shift, p.day.day, p.duration_ms // 3_600_000) for p in cal.planned(start, end, "cnc-01")] == [
+        ("night", 30, 6), ("morning", 1, 8), ("afternoon", 1, 8), ("night", 1, 2)
+    ]  # fmt: skip
+    assert site.oee.loss_map.version == "default-1"
+    cnc_01 = site.machine("cnc-01")
+    assert cnc_01 is not None
+    assert site.ideal_cycle_s(cnc_01, "ACME-HSG") == 55 and site.ideal_cycle_s(cnc_01, "OTHER") == 45
+    assert site.ideal_cycle_s(cnc_01, None) == 45
+
+
+def test_a_dumped_site_validates_again_to_the_same_calendar(tmp_path: Path) -> None:
+    # shopfloor demo re-validates a dump of the site: times and instants must survive it.
+    site = load_site(write(tmp_path, MINIMAL + CALENDAR))
+    again = SiteConfig.model_validate(site.model_dump())
+    assert again.calendar_model() == site.calendar_model() and again.oee == site.oee
+
+
+def test_calendar_follows_a_copied_site_with_another_zone(tmp_path: Path) -> None:
+    site = load_site(write(tmp_path, MINIMAL + CALENDAR))
+    berlin = site.model_copy(update={"site": site.site.model_copy(update={"timezone": "Europe/Berlin"})})
+    assert berlin.calendar_model().zone == "Europe/Berlin" and site.calendar_model().zone == "Asia/Jakarta"
+
+
+def test_24_00_is_an_end_and_a_24_h_shift_is_allowed(tmp_path: Path) -> None:
+    text = MINIMAL + CALENDAR.replace('end: "14:00"', 'end: "24:00"').replace(
+        '{name: night, start: "22:00", end: "06:00"}', '{name: sunday, start: "06:00", end: "06:00", days: [sun]}'
+    )  # fmt: skip
+    cal = load_site(write(tmp_path, text)).calendar_model()
+    assert cal.shifts[0].end == time(0) and cal.shifts[0].length_s == 18 * 3600
+    assert cal.shifts[1].length_s == 24 * 3600
+
+
+def _calendar_error(tmp_path: Path, old: str, new: str) -> str:
+    text = MINIMAL + CALENDAR
+    assert old in text, old
+    path = write(tmp_path, text.replace(old, new, 1))
+    with pytest.raises(ConfigError) as info:
+        load_site(path)
+    message = str(info.value)
+    assert str(path) in message
+    return message
+
+
+S0 = '{name: morning, start: "06:00", end: "14:00"'
+B0 = 'breaks: [{start: "10:00", end: "10:15"}]'
+DT0 = 'start: "2026-12-03T08:00:00+07:00"'
+ST0 = "states: {SETUP: setup,"
+SR0 = "stop_reasons: {7: no_material"
+
+
+def s0(old: str, new: str) -> tuple[str, str]:
+    """Replace old by new in the first shift."""
+    return S0, S0.replace(old, new)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "line", "expected"),
+    [
+        # times
+        (*s0('"06:00"', '"6:00"'), "shifts[0]", r"shifts\[0\]\.start: '6:00' is not a time \"HH:MM\" with two-digit"),
+        (*s0('"06:00"', '"25:00"'), "shifts[0]", r"shifts\[0\]\.start: '25:00' is not a time of day \(00:00\.\.23:59"),
+        (*s0('"06:00"', '"24:00"'), "shifts[0]", r"shifts\[0\]\.start: '24:00' is not a time of day"),
+        (*s0('"14:00"', '"24:01"'), "shifts[0]", r"shifts\[0\]\.end: '24:01' is not a time of day \(00:00\.\.24:00\)"),
+        (*s0('"06:00"', '"06:60"'), "shifts[0]", r"shifts\[0\]\.start: '06:60' is not a time of day"),
+        (*s0('"06:00"', '"06:00:30"'), "shifts[0]", r"shifts\[0\]\.start: '06:00:30' is not a time"),
+        (*s0('"06:00"', '"٠٦:٠٠"'), "shifts[0]", r"shifts\[0\]\.start: .* is not a time"),  # Arabic-Indic digits
+        (*s0('"14:00"', "14:00"), "shifts[0]", r"shifts\[0\]\.end: 840 is a number, not a time.*quote"),
+        (*s0('"06:00"', "[6]"), "shifts[0]", r"shifts\[0\]\.start: \[6\] is not a time"),
+        (*s0('"06:00"', ".nan"), "shifts[0]", r"shifts\[0\]\.start: nan is not a time"),
+        (*s0('"06:00"', "true"), "shifts[0]", r"shifts\[0\]\.start: True is not a time"),
+        # names and days
+        (*s0("morning", "Morning"), "shifts[0]", r"shifts\[0\]\.name: 'Morning' is not a valid id"),
+        (*s0("morning", "night"), "calendar", r"calendar: duplicate shift name 'night'"),
+        ("days: [mon, tue", "days: [mon, mon", "shifts[0]", r"shifts\[0\]: .*duplicate day in 'days' 'mon'"),
+        ("days: [mon, tue", "days: [monday, tue", "shifts[0]", r"shifts\[0\]\.days\[0\]: Input should be 'mon'"),
+        ("days: [mon, tue, wed, thu, fri, sat]", "days: []", "shifts[0]", r"shifts\[0\]\.days: .*at least 1"),
+        ("days: [mon, tue, wed, thu, fri, sat]", "days: mon", "shifts[0]", r"shifts\[0\]\.days: .*valid list"),
+        (S0, S0 + ", colour: red", "shifts[0]", r"shifts\[0\]\.colour: Extra inputs are not permitted"),
+        # breaks and overlaps
+        (B0, 'breaks: [{start: "05:00", end: "05:15"}]', "shifts[0]",
+         r"calendar\.shifts\[0\]: shift 'morning': break 05:00-05:15 is not inside the shift \(06:00-14:00\)"),
+        (B0, 'breaks: [{start: "10:00", end: "10:00"}]', "shifts[0]", r"break 10:00-10:00 has no length"),
+        (B0, 'breaks: [{start: "10:00"}]', "breaks", r"shifts\[0\]\.breaks\[0\]\.end: Field required"),
+        (B0, "breaks: [" + ", ".join([B0[9:-1]] * 17) + "]", "breaks", r"shifts\[0\]\.breaks: .*at most 16"),
+        ('{name: night, start: "22:00"', '{name: night, start: "13:00"', "calendar",
+         r"calendar: shifts 'morning' and 'night' overlap on mon 13:00-14:00"),
+        # holidays
+        ('["2026-12-25"', '["2026-02-30"', "holidays", r"calendar\.holidays\[0\]: '2026-02-30' is not a date YYYY-MM"),
+        ('["2026-12-25"', '["25.12.2026"', "holidays", r"holidays\[0\]: '25\.12\.2026' is not a date"),
+        ('["2026-12-25"', "[2026-12-25T00:00:00+07:00", "holidays", r"holidays\[0\]: .* is not a date"),
+        ('["2026-12-25"', "[20261225", "holidays", r"holidays\[0\]: '20261225' is not a date"),
+        ('["2026-12-25"', '["2026-12-31"', "calendar", r"calendar: duplicate holiday '2026-12-31'"),
+        # downtime
+        (DT0, 'start: "2026-12-03T08:00:00"', "downtime[0]", r"downtime\[0\]\.start: 2026-12-03T08:00:00 has no UTC"),
+        (DT0, "start: 2026-12-03", "downtime[0]", r"downtime\[0\]\.start: '2026-12-03' is not a date and time with"),
+        (DT0, "start: 1764748800", "downtime[0]", r"downtime\[0\]\.start: '1764748800' is not"),
+        (DT0, 'start: "tomorrow"', "downtime[0]", r"downtime\[0\]\.start: 'tomorrow' is not an ISO 8601"),
+        (DT0, 'start: "1970-01-01T00:00:00+00:00"', "downtime[0]", r"outside the years 2000\.\.2099"),
+        (DT0, 'start: "2026-12-03T13:00:00+07:00"', "downtime[0]",
+         r"downtime\[0\]: end 2026-12-03T12:00:00\+07:00 is not after start 2026-12-03T13:00:00\+07:00"),
+        ("machines: [m-1]", "machines: [m-9]", None, r"calendar\.downtime\[0\]: machine 'm-9' is not defined under"),
+        ("machines: [m-1]", "machines: []", "downtime[0]", r"downtime\[0\]\.machines: .*at least 1"),
+        ("machines: [m-1]", "machines: [m-1, m-1]", "downtime[0]", r"duplicate machine in 'machines' 'm-1'"),
+        ('"spindle service"', '"bad\\x07bell"', "downtime[0]", r"downtime\[0\]: 'reason' must be printable"),
+        ('"spindle service"', "x" * 201, "reason", r"downtime\[0\]\.reason: .*at most 200"),
+        ('"spindle service"', '""', "reason", r"downtime\[0\]\.reason: .*at least 1"),
+        # loss map
+        ('version: "plant-2"', 'version: ""', "version", r"loss_map\.version: .*at least 1"),
+        ('version: "plant-2"', 'version: " v1"', "version", r"loss_map\.version: .*surrounding spaces"),
+        ("microstop_max_s: 90", "microstop_max_s: 0", "microstop", r"loss_map\.microstop_max_s: .*greater than 0"),
+        ("microstop_max_s: 90", "microstop_max_s: 601", "microstop", r"microstop_max_s: .*less than or equal to 600"),
+        ("microstop_max_s: 90", "microstop_max_s: .nan", "microstop", r"microstop_max_s: .*finite"),
+        ("microstop_max_s: 90", "microstop_max_s: '90'", "microstop", r"microstop_max_s: .*valid number"),
+        (ST0, "states: {RUNNING: setup, SETUP: setup,", "states", r"loss_map\.states: RUNNING is always production"),
+        (ST0, "states: {UNKNOWN: other, SETUP: setup,", "states", r"UNKNOWN is always unknown time"),
+        (ST0 + " IDLE: no_operator,", ST0, "loss_map", r"loss_map: .*missing IDLE"),
+        (ST0, "states: {SETUP: production,", "states", r"states\.SETUP: Input should be 'breakdown'"),
+        (ST0, "states: {setup: setup,", "states", r"states\.setup\.\[key\]: Input should be 'OFF'"),
+        (SR0, 'stop_reasons: {"7": no_material', "stop_reasons", r"stop_reasons\.7\.\[key\]: .*valid integer"),
+        (SR0, "stop_reasons: {-1: no_material", "stop_reasons", r"stop_reasons\[-1\]\.\[key\]: .*greater than or"),
+        (SR0, "stop_reasons: {7: speed", "stop_reasons", r"stop_reasons\[7\]: Input should be"),
+        ("loss_map:", "loss_map:\n    colour: red", "inserted", r"loss_map\.colour: Extra inputs"),
+        ("oee:", "oee:\n  target: 0.85", None, r"oee\.target: Extra inputs"),
+        ("calendar:", "calendar:\n  weeks: 2", None, r"calendar\.weeks: Extra inputs"),
+    ],
+)  # fmt: skip
+def test_calendar_and_oee_errors_name_file_line_and_key(
+    tmp_path: Path, old: str, new: str, line: str | None, expected: str
+) -> None:
+    message = _calendar_error(tmp_path, old, new)
+    assert re.search(expected, message), message
+    if line is not None:
+        assert f"site.yaml:{CAL_LINE[line]}:" in message, message
+
+
+def _many_holidays(n: int) -> str:
+    return "[" + ", ".join(f'"{date(2030, 1, 1) + timedelta(days=i)}"' for i in range(n)) + "]"
+
+
+def _many_shifts(n: int) -> str:
+    return "".join(f'    - {{name: s{i}, start: "00:00", end: "00:01", days: [sun]}}\n' for i in range(n))
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ('["2026-12-25", 2026-12-31]', _many_holidays(2001), r"calendar\.holidays: List should have at most 2000"),
+        ("  holidays:", _many_shifts(31) + "  holidays:", r"calendar\.shifts: List should have at most 32 items"),
+        ("{7: no_material, 14: other}", "{" + ", ".join(f"{i}: other" for i in range(4097)) + "}",
+         r"stop_reasons: Dictionary should have at most 4096 items"),
+    ],
+)  # fmt: skip
+def test_huge_calendar_lists_are_capped(tmp_path: Path, old: str, new: str, expected: str) -> None:
+    message = _calendar_error(tmp_path, old, new)
+    assert re.search(expected, message), message
+
+
+@pytest.mark.parametrize(
+    ("cycle", "expected"),
+    [
+        ("{ACME-HSG: 55, '1234': 30}", None),
+        ("{1234: 30}", r"machines\[0\]\.job_cycle_times_s\[1234\]\.\[key\]: job id 1234 is a number: quote it"),
+        ("{JOB: 0}", r"job_cycle_times_s\.JOB: .*greater than 0"),
+        ("{JOB: 86401}", r"job_cycle_times_s\.JOB: .*less than or equal to 86400"),
+        ("{JOB: .nan}", r"job_cycle_times_s\.JOB: .*finite"),
+        ("{JOB: '30'}", r"job_cycle_times_s\.JOB: .*valid number"),
+        ("{JOB: true}", r"job_cycle_times_s\.JOB: .*valid number"),
+        ("{" + "J" * 65 + ": 30}", r"job id 'J{64}' must be 1\.\.64 printable characters"),
+        ("{' JOB': 30}", r"job id ' JOB' must be .* without surrounding spaces"),
+        ('{"JOB\\x00": 30}', r"job id 'JOB\\x00' must be"),
+        ("[JOB, 30]", r"job_cycle_times_s: .*valid dictionary"),
+    ],
+)
+def test_job_cycle_times(tmp_path: Path, cycle: str, expected: str | None) -> None:
+    text = MINIMAL.replace("port: 15020}", f"port: 15020, ideal_cycle_time_s: 40, job_cycle_times_s: {cycle}}}")
+    path = write(tmp_path, text)
+    if expected is None:
+        site = load_site(path)
+        machine = site.machines[0]
+        assert machine.job_cycle_times_s == {"ACME-HSG": 55.0, "1234": 30.0}
+        assert (site.ideal_cycle_s(machine, "ACME-HSG"), site.ideal_cycle_s(machine, "1234")) == (55.0, 30.0)
+        assert site.ideal_cycle_s(machine, "NEW") == 40.0  # the machine's own ideal cycle
+        return
+    with pytest.raises(ConfigError) as info:
+        load_site(path)
+    message = str(info.value)
+    assert "site.yaml:10:" in message and re.search(expected, message), message
+
+
+@pytest.mark.parametrize(
+    ("zone", "expected"),
+    [
+        ("../../etc/passwd", r"site\.timezone: '\.\./\.\./etc/passwd' is not an IANA time zone"),
+        ("/etc/passwd", r"site\.timezone: '/etc/passwd' is not an IANA time zone"),
+        ("asia/jakarta", r"site\.timezone: 'asia/jakarta' is not an IANA time zone"),
+        ("zone.tab", r"site\.timezone: 'zone\.tab' is not an IANA time zone"),
+        ("A" * 65, r"site\.timezone: String should have at most 64 characters"),
+        ("7", r"site\.timezone: '7' is not an IANA time zone"),
+    ],
+)
+def test_site_timezone_is_validated(tmp_path: Path, zone: str, expected: str) -> None:
+    path = write(tmp_path, MINIMAL.replace("Asia/Jakarta", f'"{zone}"'))
+    with pytest.raises(ConfigError) as info:
+        load_site(path)
+    assert "site.yaml:3:" in str(info.value) and re.search(expected, str(info.value)), info.value
+
+
+def test_site_timezone_must_be_text(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"site\.yaml:3: site\.timezone: Input should be a valid string"):
+        load_site(write(tmp_path, MINIMAL.replace("Asia/Jakarta", "7")))

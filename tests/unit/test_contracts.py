@@ -9,6 +9,8 @@ import pytest
 
 from shopfloor.contracts import (
     MAX_PAYLOAD_BYTES,
+    MAX_TS_MS,
+    MIN_TS_MS,
     RESERVED_SIGNALS,
     LinkStatus,
     PayloadError,
@@ -165,6 +167,57 @@ def test_status_round_trip_and_rejection() -> None:
         parse_status(topic, b'{"v":1,"status":"sleeping","ts":1764291600123,"agent":"edge-1"}')
     with pytest.raises(PayloadError):
         parse_status(topic, b'{"v":7}')
+
+
+LOSS = {"v": 1, "status": "unreachable", "ts": TS, "agent": "edge-1", "detail": "outbox full: ..."}
+
+
+@pytest.mark.parametrize(
+    "until",
+    [TS, TS + 1, TS + 86_400_000, MAX_TS_MS],
+    ids=["one-sample", "one-ms", "a-day", "the-last-ms"],
+)
+def test_an_outbox_loss_status_carries_until(until: int) -> None:
+    status = parse_status(Topic.machine_status("bdg", "cnc-01"), raw({**LOSS, "until": until}))
+    assert (status.ts, status.until) == (TS, until)
+    assert json.loads(status.to_json())["until"] == until  # round trip
+    assert parse_status(Topic.machine_status("bdg", "cnc-01"), status.to_json()) == status
+
+
+def test_a_status_without_until_is_unchanged_on_the_wire() -> None:
+    status = StatusMessage(status=LinkStatus.UNREACHABLE, ts=TS, agent="edge-1")
+    assert status.until is None
+    assert "until" not in json.loads(status.to_json())
+
+
+@pytest.mark.parametrize(
+    ("until", "status", "message"),
+    [
+        pytest.param(TS - 1, "unreachable", "until 1764291600122 is before ts 1764291600123", id="before-ts"),
+        pytest.param(MAX_TS_MS + 1, "unreachable", "until: Input should be less than or equal to", id="past-2100"),
+        pytest.param(MIN_TS_MS - 1, "unreachable", "until: Input should be greater than or equal to", id="before-2000"),
+        pytest.param(-1, "unreachable", "until: Input should be greater than or equal to", id="negative"),
+        pytest.param(2**70, "unreachable", "until: Input should be less than or equal to", id="huge"),
+        pytest.param(float(TS + 5), "unreachable", "until: Input should be a valid integer", id="float"),
+        pytest.param(str(TS + 5), "unreachable", "until: Input should be a valid integer", id="string"),
+        pytest.param(True, "unreachable", "until: Input should be a valid integer", id="bool"),
+        pytest.param([TS], "unreachable", "until: Input should be a valid integer", id="list"),
+        pytest.param(TS + 5, "online", "until is only meaningful on status unreachable", id="with-status-online"),
+        pytest.param(TS + 5, "offline", "until is only meaningful on status unreachable", id="with-status-offline"),
+    ],
+)
+def test_a_bad_until_is_refused_naming_it(until: Any, status: str, message: str) -> None:
+    with pytest.raises(PayloadError) as info:
+        parse_status(Topic.machine_status("bdg", "cnc-01"), raw({**LOSS, "status": status, "until": until}))
+    assert info.value.kind == "invalid-payload"
+    assert message in info.value.detail
+    with pytest.raises(ValueError, match="until"):
+        StatusMessage.model_validate({**LOSS, "status": status, "until": until})
+
+
+def test_until_null_is_no_loss() -> None:
+    status = parse_status(Topic.machine_status("bdg", "cnc-01"), raw({**LOSS, "until": None}))
+    assert status.until is None
 
 
 @pytest.mark.parametrize("detail", ["no reply\nin 2 s", "\x1b[2Jcleared", "tab\there", "\u202eesrever"])

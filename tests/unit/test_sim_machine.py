@@ -188,7 +188,7 @@ def test_truth_json_round_trip_and_rejects_garbage(example_site: SiteConfig) -> 
     again = GroundTruth.from_json(truth.to_json())
     assert again.to_json() == truth.to_json()
     assert again.sessions == truth.sessions
-    for bad in ["[]", "{}", '{"v": 2}', "not json", '{"v": 1, "machines": 5}']:
+    for bad in ["[]", "{}", '{"v": 3}', '{"v": 2}', "not json", '{"v": 1, "machines": 5}']:
         with pytest.raises(ValueError):
             GroundTruth.from_json(bad)
 

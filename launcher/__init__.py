@@ -1,0 +1,1 @@
+"""Composition root: commands that put components together (the offline report; later the demo and launchers)."""
