@@ -81,6 +81,10 @@ class IntervalPublic(BaseModel):
     badge: int | None
     job: str | None
     stop_reason: int | None
+    reason: str | None = Field(
+        default=None,
+        description="why the state is UNKNOWN: silence, unreachable (PLC), agent-offline, outbox-loss, no-data",
+    )
 
 
 class TimelinePublic(BaseModel):

@@ -297,6 +297,7 @@ class IntervalView:
     occupancy: Occupancy = NOBODY
     job: str | None = None
     stop_reason: int | None = None
+    reason: str | None = None  # why the state is UNKNOWN (silence, unreachable, agent-offline, outbox-loss, ...)
 
 
 def mask_interval(principal: Principal, view: IntervalView) -> IntervalView:
@@ -311,6 +312,7 @@ def mask_interval(principal: Principal, view: IntervalView) -> IntervalView:
         occupancy=_occupancy(view.occupancy, shown),
         job=view.job if Field.JOB in shown else None,
         stop_reason=view.stop_reason if Field.STOP_REASON in shown else None,
+        reason=view.reason if Field.STATE in shown else None,
     )
 
 
@@ -327,7 +329,13 @@ def mask_intervals(principal: Principal, views: Iterable[IntervalView]) -> list[
 
 
 def _same_but_time(a: IntervalView, b: IntervalView) -> bool:
-    return (a.state, a.occupancy, a.job, a.stop_reason) == (b.state, b.occupancy, b.job, b.stop_reason)
+    return (a.state, a.occupancy, a.job, a.stop_reason, a.reason) == (
+        b.state,
+        b.occupancy,
+        b.job,
+        b.stop_reason,
+        b.reason,
+    )
 
 
 class TotalsScope(StrEnum):

@@ -107,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     from api import cli as api_cli
     from collector import cli as collector_cli
     from edge_agent import cli as agent_cli
+    from launcher import report
     from shopfloor import demo, keys, mqtt_cli
     from simulators import cli as sim_cli
 
@@ -115,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Monitor shared machines, meter each tenant's use, compute OEE and bill fairly.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (demo, sim_cli, agent_cli, collector_cli, api_cli, keys, mqtt_cli):
+    for module in (demo, sim_cli, agent_cli, collector_cli, api_cli, report, keys, mqtt_cli):
         module.add_parser(sub)
     return parser
 

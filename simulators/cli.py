@@ -140,7 +140,10 @@ def add_parser(sub: Any) -> None:
         "--out", type=Path, default=None, help="replay: write the messages as JSON lines here instead (see 'replay')"
     )
     p.add_argument(
-        "--agent-id", default="replay", help="replay: agent id in telemetry and status payloads (default: %(default)s)"
+        "--agent-id",
+        default=None,
+        help="replay: agent id in telemetry and status payloads (default: each machine's agent in the site file's "
+        "agents:, else 'replay')",
     )
     p.add_argument(
         "--batch", type=int, default=1000, help="replay: most samples per message, 1..1000 (default: %(default)s)"

@@ -296,12 +296,24 @@ _CACHE_LIMIT = 4096  # distinct values remembered per signal; counters and energ
 _MISSING = object()
 
 
-def replay_messages(world: World, agent: str = "replay", options: ReplayOptions | None = None) -> Iterator[Message]:
-    """Every message an agent would have published over the world's period, in time order across machines."""
-    if not is_valid_id(agent):
+def agent_of(world: World, machine_id: str) -> str:
+    """The agent the site registry says serves machine_id; "replay" where the registry names none."""
+    served = {m: a.id for a in world.site.agents for m in a.machines}
+    return served.get(machine_id, "replay")
+
+
+def replay_messages(
+    world: World, agent: str | None = None, options: ReplayOptions | None = None
+) -> Iterator[Message]:
+    """Every message an agent would have published over the world's period, in time order across machines.
+
+    agent: the agent id in every message; None: each machine's agent from the site registry (agent_of), so a
+    collector checking the registry accepts the replay.
+    """
+    if agent is not None and not is_valid_id(agent):
         raise ValueError(f"agent id {agent!r} is not valid (expected [a-z0-9][a-z0-9-]{{0,62}})")
     opts = options or ReplayOptions()
-    streams = [_machine_messages(world, m, agent, opts) for m in world.machines]
+    streams = [_machine_messages(world, m, agent or agent_of(world, m), opts) for m in world.machines]
     yield from heapq.merge(*streams, key=lambda msg: msg.ts)
 
 
@@ -331,7 +343,7 @@ class _Progress:
 def run_replay(
     world: World,
     send: Callable[[Message], None],
-    agent: str = "replay",
+    agent: str | None = None,
     options: ReplayOptions | None = None,
     progress: IO[str] | None = None,
 ) -> ReplayStats:
@@ -435,7 +447,7 @@ def run_replay_cli(site: SiteConfig, args: argparse.Namespace) -> int:
     if end_ms <= start_ms:
         print("shopfloor simulate --replay: --to must be after --from", file=sys.stderr)
         return 2
-    if not is_valid_id(args.agent_id):
+    if args.agent_id is not None and not is_valid_id(args.agent_id):
         print(f"shopfloor simulate --replay: --agent-id {args.agent_id!r} is not a valid id", file=sys.stderr)
         return 2
     try:
@@ -456,7 +468,7 @@ def run_replay_cli(site: SiteConfig, args: argparse.Namespace) -> int:
             stats = run_replay(world, JsonlSink(stream), args.agent_id, options, progress)
     else:
         try:
-            sink = MqttSink(args.mqtt, f"{args.agent_id}-replay-{os.getpid()}")
+            sink = MqttSink(args.mqtt, f"{args.agent_id or 'shopfloor'}-replay-{os.getpid()}")
         except (ConnectionError, ValueError) as exc:
             print(f"shopfloor simulate --replay: {exc}", file=sys.stderr)
             return 1

@@ -169,7 +169,13 @@ def unbuild_late(
     sid = site.site.id
     marks = store.late_hours(sid, max(0, since_ms))
     seen = rollups.seen_marks(sid, marks, now_ms, prune_before_ms=since_ms)
-    reach = {m.id: plan.neighbours(site.max_gap_ms(m)) for m in machines}
+    marked = {m for m, _, _ in marks}
+    # How far an hour's context reaches, from the heartbeat the agent reports now (else the site file's).
+    reach = {
+        m.id: plan.neighbours(max_gap_ms(site, m, store.heartbeat_ms(sid, m.id, now_ms)))
+        for m in machines
+        if m.id in marked
+    }
     dated = [(m, h, plan.stale_before(r, seen.get((m, h, r), now_ms), tolerance_ms)) for m, h, r in marks]
     merged = plan.merge_marks(dated, reach)
     coverage = rollups.coverage(sid, list(merged)) if merged else {}

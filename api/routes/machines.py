@@ -28,7 +28,7 @@ from api.policy import (
     mask_machine,
     timeline_figures,
 )
-from api.reader import fetch_timeline, max_gap_ms
+from api.reader import max_gap_ms, raw_timeline
 from shopfloor.config import Machine, SiteConfig
 from shopfloor.store import Row
 
@@ -139,13 +139,20 @@ def machine_timeline(
     site: SiteDep, store: StoreDep, principal: PrincipalDep, machine: MachineDep, window: WindowDep
 ) -> TimelinePublic:
     """Return a machine's state intervals in [from, to), UNKNOWN where data is missing, with coverage."""
-    timeline = fetch_timeline(store, site, machine, window.start_ms, window.end_ms)
+    raw = raw_timeline(store, site, machine, window.start_ms, window.end_ms)
+    timeline = raw.timeline
     owners = site.badge_owner()
     views = mask_intervals(
         principal,
         (
             IntervalView(
-                i.start_ms, i.end_ms, i.state, Occupancy.of(i.badge, owners), job=i.job, stop_reason=i.stop_reason
+                i.start_ms,
+                i.end_ms,
+                i.state,
+                Occupancy.of(i.badge, owners),
+                job=i.job,
+                stop_reason=i.stop_reason,
+                reason=i.reason,
             )
             for i in timeline.intervals
         ),
@@ -156,7 +163,7 @@ def machine_timeline(
         from_=utc(window.start_ms),
         to=utc(window.end_ms),
         coverage=round(timeline.coverage, 6),
-        max_gap_s=site.max_gap_ms(machine) / 1000,
+        max_gap_s=raw.max_gap_ms / 1000,
         intervals=[
             IntervalPublic(
                 start=utc(v.start_ms),
@@ -169,6 +176,7 @@ def machine_timeline(
                 badge=v.occupancy.badge,
                 job=v.job,
                 stop_reason=v.stop_reason,
+                reason=v.reason,
             )
             for v in views
         ],
