@@ -89,7 +89,19 @@ def gather_machine(
         out.anomalies.extend(raw.timeline.anomalies)
         out.raw_hours += (run_end - run_start) // HOUR_MS
         out.raw_samples += raw.samples
+    # Time order, whichever path answered each hour (sorted() is stable: within a stretch the order is the core's),
+    # so sums over the pieces add in the same order as over pieces computed from raw alone.
+    out.pieces.sort(key=_at)
+    out.anomalies.sort(key=_ts)
     return out
+
+
+def _at(piece: Piece) -> int:
+    return piece.at_ms
+
+
+def _ts(anomaly: Anomaly) -> int:
+    return anomaly.ts_ms
 
 
 def gather(

@@ -55,24 +55,42 @@ class RawTimeline:
     samples: int
 
 
-def raw_timeline(store: TimeSeriesStore, site: SiteConfig, machine: Machine, start_ms: int, end_ms: int) -> RawTimeline:
+def raw_timeline(
+    store: TimeSeriesStore, site: SiteConfig, machine: Machine, start_ms: int, end_ms: int
+) -> RawTimeline:
     """Classify one machine's raw data for [start_ms, end_ms) hour by hour (api.core.pieces: block-local).
 
-    Every hour touching the window is classified with its context around it: samples from the context before the
-    first hour through the context after the last, after the newest sample before that holding each baseline signal,
-    and the statuses that shape them. The same rule builds the roll-ups, so both give the same figures.
+    Every hour touching the window is classified with its context around it and with the heartbeat the agent
+    reported by the hour's end: samples from the context before the first hour through the context after the last,
+    after the newest sample before that holding each baseline signal, and the statuses that shape them. The same
+    rule builds the roll-ups, so both give the same figures.
     """
     sid = site.site.id
+    first_hour, last_hour = hour_of(start_ms), hour_of(end_ms - 1)
+    first_end = min(first_hour + HOUR_MS, MAX_TS_MS)
     # The heartbeat the agent reported with the machine's status: how long it may stay silent while polling fine.
-    gap = max_gap_ms(site, machine, store.heartbeat_ms(sid, machine.id, min(end_ms, MAX_TS_MS)))
-    ctx = context_ms(gap)
-    lo = max(MIN_TS_MS, hour_of(start_ms) - ctx)
-    hi = min(MAX_TS_MS, hour_of(end_ms - 1) + HOUR_MS + ctx)
+    heartbeat = store.heartbeat_ms(sid, machine.id, first_end)
+    changes: list[tuple[int, int]] = []
+    if last_hour > first_hour:
+        for row in store.statuses(sid, machine.id, first_end + 1, min(last_hour + HOUR_MS, MAX_TS_MS) + 1):
+            value = row.fields.get("heartbeat_ms")
+            if type(value) is int:
+                changes.append((row.ts_ms, value))
+    gaps: dict[int, int] = {}
+    k = 0
+    for hour in range(first_hour, last_hour + HOUR_MS, HOUR_MS):
+        while k < len(changes) and changes[k][0] <= hour + HOUR_MS:
+            heartbeat = changes[k][1]
+            k += 1
+        gaps[hour] = max_gap_ms(site, machine, heartbeat)
+    ctx = max(context_ms(g) for g in gaps.values())
+    lo = max(MIN_TS_MS, first_hour - ctx)
+    hi = min(MAX_TS_MS, last_hour + HOUR_MS + ctx)
     baseline = store.last_before(sid, machine.id, lo, BASELINE_SIGNALS)
     samples = [*baseline, *store.samples(sid, machine.id, lo, hi + 1)]
     statuses = status_events(store, site, machine, lo, hi + 1)
-    timeline = hour_timelines(samples, statuses, start_ms, end_ms, gap, counter_limits(site, machine))
-    return RawTimeline(timeline, gap, len(samples))
+    timeline = hour_timelines(samples, statuses, start_ms, end_ms, gaps.__getitem__, counter_limits(site, machine))
+    return RawTimeline(timeline, gaps[last_hour], len(samples))
 
 
 def fetch_timeline(store: TimeSeriesStore, site: SiteConfig, machine: Machine, start_ms: int, end_ms: int) -> Timeline:

@@ -96,6 +96,8 @@ def _banner(api_url: str, keys: DemoKeys, mqtt: str, influx: str, influx_db: str
 async def run_demo(args: argparse.Namespace) -> int:
     """Start every component, print where they are, run until interrupted or --duration ends."""
     from api.app import create_app
+    from api.rollups.job import start_rollup_thread
+    from api.rollups.store import RollupStore, default_url
     from api.server import serve
     from collector.registry import Registry
     from collector.service import Collector
@@ -144,7 +146,10 @@ async def run_demo(args: argparse.Namespace) -> int:
         agent_task = asyncio.create_task(agent.run())
 
         port = args.port if args.port and _port_free(args.host, args.port) else free_port()
-        app = create_app(site, InfluxStore(influx_url, args.influx_db))
+        # Closed hours are rolled up in the background, as `shopfloor api` does (a demo running for hours shows it).
+        rollups = RollupStore(default_url(workdir))
+        stop_rollups = start_rollup_thread(store, rollups, site)
+        app = create_app(site, InfluxStore(influx_url, args.influx_db), rollups=rollups)
         server, thread = serve(app, args.host, port)
         api_url = f"http://{args.host}:{port}"
         print(_banner(api_url, keys, mqtt_url, influx_url, args.influx_db, workdir), flush=True)
@@ -170,6 +175,8 @@ async def run_demo(args: argparse.Namespace) -> int:
         collector.stop()
         server.should_exit = True
         thread.join(10)
+        stop_rollups()
+        rollups.close()
         if args.ground_truth:
             Path(args.ground_truth).write_text(sim.ground_truth().to_json())
             print(f"ground truth written to {args.ground_truth}")

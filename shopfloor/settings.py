@@ -22,3 +22,8 @@ class Settings(BaseSettings):
     influx_user: str | None = None
     influx_password: str | None = None
     data_dir: Path = Field(default=Path("./shopfloor-data"), description="where agents keep their state")
+    db_url: str | None = Field(
+        default=None,
+        max_length=2048,
+        description="SQLAlchemy URL of the business DB (roll-ups); default sqlite:///<data_dir>/shopfloor.db",
+    )

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -289,10 +289,13 @@ def hour_timelines(
     statuses: Sequence[StatusIn],
     start_ms: int,
     end_ms: int,
-    max_gap_ms: int,
+    max_gap_ms: int | Callable[[int], int],
     limits: CounterLimits | None = None,
 ) -> HourlyTimeline:
     """Classify each UTC hour touching [start_ms, end_ms) block-locally and join the hours into one timeline.
+
+    max_gap_ms: the silence allowance, or a function of an hour's start giving that hour's (the heartbeat the agent
+    reported by the hour's end: each hour is classified as a query of just that hour would classify it).
 
     Give everything from a fetch start F <= hour_of(start_ms) - context_ms(max_gap_ms) through the last hour's end
     plus the context: the samples (ts_ms, values) from F, after the newest sample before F holding each of
@@ -303,9 +306,7 @@ def hour_timelines(
     """
     if end_ms <= start_ms:
         raise ValueError(f"window end {end_ms} must be after its start {start_ms}")
-    if max_gap_ms <= 0:
-        raise ValueError(f"max_gap_ms must be positive, got {max_gap_ms}")
-    ctx = context_ms(max_gap_ms)
+    gap_of = max_gap_ms if callable(max_gap_ms) else (lambda _hour, gap=max_gap_ms: gap)
     ordered = _dedupe(samples)
     times = [ts for ts, _ in ordered]
     # "Holds it" as the store's last_before means it: the signal is in the sample (a reading the counter then
@@ -318,11 +319,17 @@ def hour_timelines(
     stops: list[StopSpan] = []
     opens: list[int] = []
     for hour in range(hour_of(start_ms), end_ms, HOUR_MS):
+        gap = gap_of(hour)
+        if gap <= 0:
+            raise ValueError(f"max_gap_ms must be positive, got {gap} for the hour at {hour}")
+        ctx = context_ms(gap)
         lo, hi = hour - ctx, hour + HOUR_MS + ctx
         first, last = bisect.bisect_left(times, lo), bisect.bisect_right(times, hi)
+        if first < finder.since:  # a longer allowance than the previous hour's reaches further back: search anew
+            finder = _Baselines(ordered)
         baselines = finder.before(first)
         settled = baselines[-1][0] if baselines else None
-        classified = classify([*baselines, *ordered[first:last]], events.around(lo, hi, settled), max_gap_ms, limits)
+        classified = classify([*baselines, *ordered[first:last]], events.around(lo, hi, settled), gap, limits)
         a, b = max(hour, start_ms), min(hour + HOUR_MS, end_ms)
         part = cut(classified, a, b)
         intervals.extend(part.intervals)

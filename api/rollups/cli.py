@@ -30,8 +30,7 @@ def default_db_url() -> str:
     from shopfloor.settings import Settings
 
     settings = Settings()
-    configured = getattr(settings, "db_url", None)
-    return str(configured) if configured else default_url(settings.data_dir)
+    return settings.db_url or default_url(settings.data_dir)
 
 
 def parse_when(text: str, tz: str, option: str) -> int:

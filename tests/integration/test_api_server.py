@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -88,7 +89,7 @@ def test_cli_parses_the_api_command(tmp_path: Path) -> None:
     assert callable(args.func)
 
 
-def test_shopfloor_api_command_serves(influxdb: InfluxDB, influx_store: InfluxStore) -> None:
+def test_shopfloor_api_command_serves(influxdb: InfluxDB, influx_store: InfluxStore, tmp_path: Path) -> None:
     port = free_port()
     argv = [
         sys.executable,
@@ -104,7 +105,9 @@ def test_shopfloor_api_command_serves(influxdb: InfluxDB, influx_store: InfluxSt
         "--log-level",
         "WARNING",
     ]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    # The roll-ups' default database is a SQLite file in the data dir, which the command creates if missing.
+    env = {**os.environ, "SHOPFLOOR_DATA_DIR": str(tmp_path / "data")}
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
     try:
         deadline = time.monotonic() + 20
         while True:
@@ -117,6 +120,7 @@ def test_shopfloor_api_command_serves(influxdb: InfluxDB, influx_store: InfluxSt
                 time.sleep(0.1)
         assert resp.json() == {"status": "ok", "store": True}
         assert httpx.get(f"http://127.0.0.1:{port}/v1/usage", timeout=5).status_code == 401
+        assert (tmp_path / "data" / "shopfloor.db").is_file()
     finally:
         proc.terminate()
         proc.wait(10)

@@ -46,7 +46,9 @@ from shopfloor.config import SiteConfig
 from shopfloor.contracts import (
     MAX_PAYLOAD_BYTES,
     RESERVED_SIGNALS,
+    LinkStatus,
     PayloadError,
+    StatusMessage,
     Topic,
     TopicKind,
     subscription_filters,
@@ -734,6 +736,14 @@ def test_a_control_character_in_a_string_value_is_refused_and_nothing_of_it_stor
     topic = str(Topic.telemetry(SITE, "cnc-01"))
     try:
         assert collector.wait_connected(10) and publisher.wait_connected(10)
+        # Connected is not yet subscribed: probe with the machine's status until the collector receives one, or
+        # the first messages could reach the broker before the subscription does (and go nowhere).
+        probe = StatusMessage(status=LinkStatus.ONLINE, ts=now_ms - 5000, agent="edge-1").to_json()
+        deadline = time.monotonic() + 15
+        while collector.stats["received"] == 0:
+            assert time.monotonic() < deadline, "the collector never received a probe"
+            publisher.publish(str(Topic.machine_status(SITE, "cnc-01")), probe, qos=1)
+            time.sleep(0.1)
         for seq, job in enumerate([*hostile, "a-b"]):
             body = {"v": 1, "agent": "edge-1", "site": SITE, "machine": "cnc-01", "seq": seq,
                     "samples": [{"ts": now_ms + seq, "values": {"job": job}}]}  # fmt: skip
