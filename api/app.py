@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 
 from api.deps import current_principal
 from api.figures import RollupReader
-from api.routes import health, machines, oee, usage
+from api.routes import health, machines, oee, sessions, usage
 from shopfloor.config import SiteConfig
 from shopfloor.store import StoreRejected, StoreUnavailable, TimeSeriesStore
 
@@ -79,6 +79,7 @@ def create_app(
     v1.include_router(machines.router)
     v1.include_router(usage.router)
     v1.include_router(oee.router)
+    v1.include_router(sessions.router)
     app.include_router(health.router)
     app.include_router(v1)
     return app

@@ -219,3 +219,28 @@ class OeePublic(BaseModel):
     tenant: str | None = Field(description="the tenant whose sessions the rows cover; null: all")
     loss_map_version: str
     rows: list[OeeRowPublic]
+
+
+class SessionPublic(BaseModel):
+    """One badge logged in on one machine without interruption (cut to the window)."""
+
+    machine: str
+    tenant: str | None
+    unowned: bool
+    badge: int
+    start: datetime
+    end: datetime
+    hours: float
+    good: int
+    reject: int
+    kwh: float
+    breakdown: BreakdownPublic
+    oee: OeeRowPublic | None = Field(description="the session's OEE on the session basis")
+
+
+class SessionsPublic(BaseModel):
+    """Sessions in a window, oldest first."""
+
+    from_: datetime = Field(serialization_alias="from")
+    to: datetime
+    sessions: list[SessionPublic]

@@ -17,7 +17,8 @@ from shopfloor.contracts import is_valid_id
 router = APIRouter(tags=["oee"])
 
 
-def _single(request: Request, name: str) -> None:
+def single(request: Request, name: str) -> None:
+    """Refuse a query parameter given more than once (422): which one was meant is a guess."""
     values = request.query_params.getlist(name)
     if len(values) > 1:
         raise invalid(name, f"{name}: given more than once", values[:3])
@@ -62,7 +63,7 @@ def get_oee(
 ) -> OeePublic:
     """Return OEE rows in [from, to); tenant keys get only their own sessions' figures."""
     for name in ("machine", "tenant", "group_by"):
-        _single(request, name)
+        single(request, name)
     keys = parse_group_by(group_by)
     machines = chosen_machines(site, machine)
     scope = chosen_tenant(site, principal, tenant)

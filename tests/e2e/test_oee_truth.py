@@ -15,8 +15,8 @@ How close they must agree, derived from the truth ("within one poll per state ch
   the group (and loss) of the interval after it to the group of the interval before it, both labelled by the
   calendar somewhere in [t, t + P). So for each true change at t, on each side of it (on the session basis only the
   sides with a badge logged in), for the calendar's label at t and at t + P, the group that side belongs to gets P
-  of tolerance. A figure of a group made of times (PBT on the session basis, APT, each loss) may differ from the
-  truth by at most its group's tolerance. PBT grouped by machine, shift and day is the calendar's: exact.
+  of tolerance. A figure of a group made of times (PBT where not the calendar's alone, APT, each loss) may differ
+  from the truth by at most its group's tolerance. PBT grouped by machine, shift and day is the calendar's: exact.
 - A stop whose true length is within P of the loss map's microstop threshold may be measured on the other side of
   it and move whole between the microstops and its breakdown loss: its length plus P is added to its groups'
   tolerance (the test counts such stops; none may be needed, but the rule holds either way).

@@ -755,6 +755,66 @@ def test_openapi_documents_the_routes(client: TestClient) -> None:
         "/v1/machines/{machine_id}/timeline",
         "/v1/usage",
         "/v1/oee",
+        "/v1/sessions",
     }
     params = {p["name"] for p in spec["paths"]["/v1/usage"]["get"]["parameters"]}
     assert params == {"from", "to"}
+
+
+# ---- /v1/sessions ---------------------------------------------------------------------------------------------------
+
+
+def test_sessions_for_admin(client: TestClient) -> None:
+    resp = client.get("/v1/sessions", params={"from": at(0), "to": at(10)}, headers=auth("admin"))
+    assert resp.status_code == 200, resp.text
+    got = [
+        (s["machine"], s["tenant"], s["badge"], s["start"], s["end"], s["good"], s["reject"], s["kwh"])
+        for s in resp.json()["sessions"]
+    ]
+    assert got == [
+        # acme 0-3 s (badge 2001 from 3 s); its parts: the +5 good +1 reject +0.5 kWh seen at 2 s.
+        ("cnc-01", "acme", 1001, at(0), at(3), 5, 1, 0.5),
+        # cipta until the PLC went unreachable at 1.5 s: +2 good +1 kWh at 1 s.
+        ("laser-01", "cipta", 3001, at(0), at(1.5), 2, 0, 1.0),
+        # batik from 3 s; its last sample (5 s) holds for the 4 s allowance: to 9 s. +3 good +0.5 kWh at 4 s.
+        ("cnc-01", "batik", 2001, at(3), at(9), 3, 0, 0.5),
+    ]
+    batik = resp.json()["sessions"][2]
+    assert batik["hours"] == round(6 / 3600, 6)
+    # RUNNING 3-5 s, IDLE 5-9 s; the session is its own PBT (6 s), APT 2 s.
+    assert (batik["breakdown"]["running_hours"], batik["breakdown"]["idle_hours"]) == (
+        round(2 / 3600, 6),
+        round(4 / 3600, 6),
+    )
+    assert batik["oee"]["basis"] == "session"
+    assert (batik["oee"]["pbt_s"], batik["oee"]["apt_s"], batik["oee"]["availability"]) == (6.0, 2.0, round(2 / 6, 6))
+
+
+def test_a_tenant_key_gets_only_its_own_sessions(client: TestClient) -> None:
+    resp = client.get("/v1/sessions", params={"from": at(0), "to": at(10)}, headers=auth("acme"))
+    assert resp.status_code == 200
+    assert [(s["tenant"], s["badge"]) for s in resp.json()["sessions"]] == [("acme", 1001)]
+    assert "batik" not in resp.text and "2001" not in resp.text and "cipta" not in resp.text
+    # Another tenant's sessions and a tenant that does not exist: the same 404.
+    for tenant in ("batik", "nobody"):
+        other = client.get("/v1/sessions", params={"tenant": tenant}, headers=auth("acme"))
+        assert (other.status_code, other.json()["detail"]) == (404, f"tenant {tenant!r} not found")
+
+
+@pytest.mark.parametrize(
+    ("params", "status_code"),
+    [
+        ({"machine": "nope"}, 404),
+        ({"machine": "cnc-01\x00"}, 404),
+        ({"machine": "m" * 65}, 422),
+        ({"tenant": "nobody"}, 404),
+        ({"from": "yesterday"}, 422),
+    ],
+)
+def test_sessions_refuse_bad_queries(client: TestClient, params: dict[str, str], status_code: int) -> None:
+    assert client.get("/v1/sessions", params=params, headers=auth("admin")).status_code == status_code
+
+
+def test_sessions_refuse_a_repeated_parameter(client: TestClient) -> None:
+    resp = client.get("/v1/sessions?machine=cnc-01&machine=cnc-02", headers=auth("admin"))
+    assert resp.status_code == 422 and resp.json()["detail"][0]["loc"] == ["query", "machine"]
