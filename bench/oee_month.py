@@ -29,7 +29,7 @@ Parts of the API that do not exist yet print "not available: <what>" instead of 
 
 Budget: the first run replays the five base machines once and writes --machines copies (30 days, 50 machines:
 11.8 M rows in 4 to 12 min on a 2-core VM, depending on what else runs); later runs start in seconds.
---profile adds one more cold pass under cProfile (all threads); --usage also times GET /v1/usage cold and warm.
+--profile adds one more cold and one more warm pass under cProfile (all threads); --usage also times GET /v1/usage.
 """
 
 from __future__ import annotations

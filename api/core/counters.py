@@ -74,6 +74,7 @@ class Anomaly:
     previous: float  # the last plausible reading
     value: float
     elapsed_ms: int  # since that reading
+    badge: int | None = None  # logged in just before the reading (0: nobody; None: UNKNOWN time, nobody can say)
 
     @property
     def rise(self) -> float:

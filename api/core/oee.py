@@ -185,6 +185,7 @@ class _Acc:
     __slots__ = (
         "apt_microstop",
         "at",
+        "badges",
         "default_cycle",
         "good",
         "ideal",
@@ -208,6 +209,7 @@ class _Acc:
         self.losses: dict[str, int] = dict.fromkeys(BASE_LOSSES, 0)
         self.default_cycle = self.missing_cycle = False
         self.at: set[tuple[str, int]] = set()
+        self.badges: set[tuple[str, int]] = set()  # (machine, badge) of the pieces in the group
 
 
 def _label(label: LabelLike | tuple[bool, str | None, date]) -> tuple[bool, str | None, date]:
@@ -310,6 +312,7 @@ def oee(
         if acc is None:
             acc = groups[group] = _Acc()
         acc.at.add((piece.machine, piece.at_ms))
+        acc.badges.add((piece.machine, piece.badge))
         if not in_pbt:
             acc.unplanned += piece.duration_ms
             acc.unplanned_produced += piece.produced
@@ -338,10 +341,18 @@ def oee(
             acc.ideal_good += cycle * piece.good
             acc.ideal_reject += cycle * piece.reject
     flagged = _anomaly_stretches(anomalies or {}, stretches)
-    rows = [
-        _row(keys, group, acc, basis, losses_of, sum(flagged.get(at, 0) for at in acc.at))
-        for group, acc in groups.items()
-    ]
+
+    def anomalies_of(acc: _Acc) -> int:
+        # On the session basis an anomaly counts only in the rows of the badge logged in when it was read: a
+        # stretch can hold several tenants' sessions, and another tenant's anomaly is not this one's to see.
+        return sum(
+            1
+            for machine, at in acc.at
+            for badge in flagged.get((machine, at), ())
+            if basis == "calendar" or (badge and (machine, badge) in acc.badges)
+        )
+
+    rows = [_row(keys, group, acc, basis, losses_of, anomalies_of(acc)) for group, acc in groups.items()]
     return sorted(rows, key=lambda r: tuple(_order(getattr(r, k)) for k in keys))
 
 
@@ -352,15 +363,15 @@ def _order(value: object) -> tuple[bool, object]:
 
 def _anomaly_stretches(
     anomalies: Mapping[str, Sequence[Anomaly]], stretches: Mapping[str, set[int]]
-) -> dict[tuple[str, int], int]:
-    """Count anomalies per (machine, at_ms) of the stretch they fall in (start < ts <= end, as increments)."""
-    out: dict[tuple[str, int], int] = {}
+) -> dict[tuple[str, int], list[int | None]]:
+    """The badges of the anomalies per (machine, at_ms) of the stretch they fall in (start < ts <= end)."""
+    out: dict[tuple[str, int], list[int | None]] = {}
     for machine, found in anomalies.items():
         starts = sorted(stretches.get(machine, ()))
         for anomaly in found:
             k = bisect.bisect_left(starts, anomaly.ts_ms) - 1
             if k >= 0:
-                out[(machine, starts[k])] = out.get((machine, starts[k]), 0) + 1
+                out.setdefault((machine, starts[k]), []).append(anomaly.badge)
     return out
 
 

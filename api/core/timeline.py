@@ -373,9 +373,17 @@ def classify(
     next_event = _NEVER  # the first status after the current sample (_NEVER: not looked up yet)
     prev_start = prev_end = 0  # the known stretch of the previous sample
     prev_key: Key | None = None
+    found = tracker.anomalies  # the tracker appends to it; each new one learns whose session it fell in
+    n_found = 0
     for index in range(count):
         ts, values = ordered[index]
         good, reject, kwh = step(values, ts)
+        if len(found) != n_found:
+            # The reading happened in the interval of the previous sample, as an increment would: its badge (None
+            # when that interval is UNKNOWN or does not reach the reading).
+            badge = prev_key[1] if prev_key is not None and prev_key[0] != UNKNOWN and prev_end == ts else None
+            found[n_found:] = [replace(a, badge=badge) for a in found[n_found:]]
+            n_found = len(found)
         if prev_key is not None and not (good == 0 and reject == 0 and kwh == 0):
             owner = None
             if prev_key[0] != UNKNOWN and prev_end == ts:

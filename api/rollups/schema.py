@@ -70,6 +70,7 @@ anomalies = sa.Table(
     sa.Column("previous", sa.Text, nullable=False),
     sa.Column("value", sa.Text, nullable=False),
     sa.Column("elapsed_ms", sa.BigInteger, nullable=False),
+    sa.Column("badge", sa.BigInteger, nullable=True),  # logged in just before the reading; NULL: UNKNOWN time
     sa.ForeignKeyConstraint(HOUR_KEY, [f"rollup_hours.{c}" for c in HOUR_KEY], ondelete="CASCADE"),
 )
 

@@ -382,6 +382,7 @@ class RollupStore:
                         "previous": _number_text(a.previous),
                         "value": _number_text(a.value),
                         "elapsed_ms": _int64(f"{where}: elapsed_ms", a.elapsed_ms),
+                        "badge": None if a.badge is None else _int64(f"{where}: badge", a.badge),
                     }
                 )
         if not hour_rows:
@@ -578,12 +579,22 @@ class RollupStore:
             piece_rows = conn.execute(piece_stmt).cursor.fetchall()
             if any(row[3] for row in hour_rows):
                 anomaly_stmt = (
-                    sa.select(a.c.machine, a.c.hour_ms, a.c.ts_ms, a.c.signal, a.c.previous, a.c.value, a.c.elapsed_ms)
+                    sa.select(
+                        a.c.machine,
+                        a.c.hour_ms,
+                        a.c.ts_ms,
+                        a.c.signal,
+                        a.c.previous,
+                        a.c.value,
+                        a.c.elapsed_ms,
+                        a.c.badge,
+                    )
                     .where(a.c.site == site, a.c.machine.in_(wanted), a.c.hour_ms >= span[0], a.c.hour_ms < span[1])
                     .order_by(a.c.machine, a.c.hour_ms, a.c.seq)
                 )
-                for machine, hour, ts, signal, previous, value, elapsed in conn.execute(anomaly_stmt).cursor.fetchall():
-                    anomaly = Anomaly(ts, signal, _text_number(previous), _text_number(value), elapsed)
+                rows = conn.execute(anomaly_stmt).cursor.fetchall()
+                for machine, hour, ts, signal, previous, value, elapsed, badge in rows:
+                    anomaly = Anomaly(ts, signal, _text_number(previous), _text_number(value), elapsed, badge)
                     found.setdefault((machine, hour), []).append(anomaly)
         if sum(row[2] for row in hour_rows) != len(piece_rows):
             raise RollupError(f"roll-up database {self.url}: hours and pieces of site {site!r} disagree; delete them")

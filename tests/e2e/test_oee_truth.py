@@ -204,12 +204,25 @@ def wait_for(check: Any, what: str, timeout_s: float = 30.0) -> None:
         time.sleep(0.05)
 
 
+def settle(collector: Collector, quiet_s: float = 0.5) -> None:
+    """Wait until the collector has received nothing new for quiet_s and acknowledged (so written) all it received."""
+    deadline = time.monotonic() + 30
+    last = -1
+    while True:
+        stats = collector.stats
+        if stats["received"] == last == stats["acked"] and stats["queued_messages"] == 0:
+            return
+        assert time.monotonic() < deadline, "the collector never went quiet"
+        last = stats["received"]
+        time.sleep(quiet_s)
+
+
 @dataclass
 class Services:
     broker: Mosquitto
     store: InfluxStore
-    collector: Collector
     workdir: Path
+    collector: Collector | None = None  # started by the test, stopped by the fixture
 
 
 @pytest.fixture
@@ -219,7 +232,7 @@ def services(influxdb: InfluxDB) -> Iterator[Services]:
     broker = Mosquitto(workdir).start()
     store = InfluxStore(influxdb.url, f"test_oee_truth_{uuid.uuid4().hex[:10]}")
     store.ensure_database()
-    holder = Services(broker, store, None, workdir)  # type: ignore[arg-type]
+    holder = Services(broker, store, workdir)
     yield holder
     if holder.collector is not None:
         holder.collector.stop()
@@ -284,7 +297,7 @@ def test_a_replayed_night_agrees_with_the_ground_truth(example_site: SiteConfig,
     keys.add("admin", Role.ADMIN)
     site = prepare_site(example_site, keys, fresh_ports=False)
     # A month-old night: the collector takes it as the backfill an operator starts (its skew window refuses it else).
-    start_collector(services, site, backfill=True)
+    collector = start_collector(services, site, backfill=True)
     world = World(site, load_scenario(scenarios_dir() / "demo.yaml", site), 3, REPLAY_FROM, REPLAY_TO)
     messages: list[Message] = list(replay_messages(world, "edge-1", ReplayOptions()))
     sink = MqttSink(services.broker.url, f"replay-{uuid.uuid4().hex[:8]}")
@@ -307,7 +320,7 @@ def test_a_replayed_night_agrees_with_the_ground_truth(example_site: SiteConfig,
         "the replay's samples in InfluxDB",
         timeout_s=60,
     )
-    assert not any(services.collector.stats["invalid"].values()), services.collector.stats["invalid"]
+    assert not any(collector.stats["invalid"].values()), collector.stats["invalid"]
 
     truth = world.ground_truth()
     calendar, loss_map = site.calendar_model(), site.oee.loss_map
@@ -379,7 +392,7 @@ def test_a_live_run_agrees_with_the_ground_truth(tmp_path: Path, example_site: S
     path = tmp_path / "oee-live.yaml"
     path.write_text(LIVE_SCENARIO)
     scenario = load_scenario(path, site)
-    start_collector(services, site, backfill=False)
+    collector = start_collector(services, site, backfill=False)
     mqtt = MqttSettings.from_url(services.broker.url)
 
     async def run() -> Simulator:
@@ -396,8 +409,8 @@ def test_a_live_run_agrees_with_the_ground_truth(tmp_path: Path, example_site: S
 
     sim = asyncio.run(run())
     truth = sim.ground_truth()
-    wait_for(lambda: services.collector.stats["queued_messages"] == 0, "the collector's queue to drain")
-    assert not any(services.collector.stats["invalid"].values()), services.collector.stats["invalid"]
+    settle(collector)
+    assert not any(collector.stats["invalid"].values()), collector.stats["invalid"]
     # Compared from 2 s in: the agent's first poll comes after the simulator starts (before that the API rightly
     # knows nothing); the first session begins at 3 s.
     w0, w1 = truth.start_ms + 2000, truth.end_ms

@@ -331,7 +331,7 @@ def test_save_replaces_an_hour_whole_and_hostile_text_round_trips(rollups: Rollu
             Piece("cnc-01", H0, "UNKNOWN", "silence", 0, None, None, 0, 1000),
             Piece("cnc-01", H0, "STOPPED", None, 2**63 - 1, hostile, 4, 600_000, HOUR_MS - 1000, 2, 1, 0.1 + 0.2, 1),
         ),
-        (Anomaly(H0 + 1, "energy_kwh", 1.5, 1e300, 10), Anomaly(H0 + 2, "good_count", 0, 2**70, 10)),
+        (Anomaly(H0 + 1, "energy_kwh", 1.5, 1e300, 10), Anomaly(H0 + 2, "good_count", 0, 2**70, 10, badge=1001)),
     )
     assert rollups.save(SID, [first], 1) == 1
     assert repr(rollups.load(SID, ["cnc-01"], H0, H0 + HOUR_MS)[("cnc-01", H0)]) == repr(first)

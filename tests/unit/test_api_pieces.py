@@ -232,7 +232,8 @@ def test_counter_reset_and_anomaly_hours() -> None:
     # 1..19: +1 each (19); 20: a reset, its new value 1 counts (1); 21..44: +1 each (24); 45: +999,999,975 in a
     # minute is an anomaly, not counted; 46: 27 is +2 in 2 min from 25 at 44 (<= 4 + 1): counted (2), the spike is
     # dropped; 47..60: +1 each (14). 19 + 1 + 24 + 2 + 14 = 60.
-    assert timeline.anomalies == (Anomaly(m(45), "good_count", 25, 10**9, MIN),)
+    # Read while RUNNING with nobody logged in: badge 0.
+    assert timeline.anomalies == (Anomaly(m(45), "good_count", 25, 10**9, MIN, badge=0),)
     assert pieces(timeline, "cnc-01") == [piece(0, "RUNNING", 60, good=60)]
     summary = hour_summary(timeline, "cnc-01", m(0))
     assert summary.anomalies == timeline.anomalies

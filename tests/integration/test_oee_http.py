@@ -37,6 +37,7 @@ Every test runs twice: figures from raw data only, and with closed hours answere
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -255,7 +256,7 @@ def site(example_site: SiteConfig) -> SiteConfig:
 
 @pytest.fixture(scope="module")
 def oee_store(influxdb: InfluxDB) -> Iterator[InfluxStore]:
-    store = InfluxStore(influxdb.url, "test_api_oee_module")
+    store = InfluxStore(influxdb.url, f"test_api_oee_{uuid.uuid4().hex[:10]}")
     store.ensure_database()
     store.write(DATA)
     yield store
@@ -892,13 +893,6 @@ def test_a_counter_jump_is_an_anomaly_reported_to_admins_and_never_counted(anoma
     assert (batik[0]["good"], batik[0]["anomalies"], "counter_anomalies" in batik[0]["flags"]) == (25, 1, True)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="api.core.oee counts a row's anomalies by the stretches (hour pieces) its pieces lie in, so acme's "
-    "session row (OEE route and usage row flags) shows 'anomalies': 1 / 'counter_anomalies' for a counter jump in "
-    "batik's session in the same hour: a machine-wide figure (policy: anomalies are for all-seeing roles only) "
-    "reaches another tenant's key",
-)
 def test_a_tenant_key_sees_no_anomaly_of_another_tenants_session(anomaly_client: TestClient) -> None:
     acme = oee(anomaly_client, "acme", **WED_HOUR)["rows"]
     assert [(r["machine"], r["good"]) for r in acme] == [("cnc-01", 20)]
