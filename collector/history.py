@@ -157,17 +157,42 @@ class History:
         self._newest: dict[tuple[str, str], int] = {}  # (site, machine) -> newest ts known stored
         self._read_at: dict[str, float] = {}  # site -> when its newest times were last read from the store
         self.queries = 0  # store reads for checks (not refreshes): for the metrics and the tests
+        self.reads = 0  # store reads that answered, refreshes included: whether a check heard from the store
 
     def newest(self, site: str, machine: str) -> int | None:
         """The newest ts known stored for the machine."""
         return self._newest.get((site, machine))
 
-    def conflicts(self, chunk: Sequence[T]) -> list[tuple[T, Conflict]]:
-        """The messages of chunk that would rewrite stored samples, each with its first conflict.
+    def suspects(self, chunk: Sequence[T]) -> set[tuple[str, str]]:
+        """The (site, machine)s whose stored samples checking chunk reads: those with a message at or before the
+        machine's newest stored time (after refreshing those times, when due).
 
         Raises what the store raises (StoreUnavailable, StoreRejected): the caller retries as for a write.
         """
         self._refresh({key[0] for item in chunk if (key := item.history_key) is not None})
+        return set(self._suspects(chunk))
+
+    def conflicts(self, chunk: Sequence[T], *, refresh: bool = True) -> list[tuple[T, Conflict]]:
+        """The messages of chunk that would rewrite stored samples, each with its first conflict.
+
+        refresh=False: use the newest times as they are (a caller that has just asked for suspects, and waited for
+        what they depend on, checks exactly those). Raises what the store raises (StoreUnavailable, StoreRejected):
+        the caller retries as for a write.
+        """
+        if refresh:
+            self._refresh({key[0] for item in chunk if (key := item.history_key) is not None})
+        out: list[tuple[T, Conflict]] = []
+        for (site, machine), items in self._suspects(chunk).items():
+            for group in _groups(items):
+                stored = self._stored(site, machine, group)
+                for item in group:
+                    conflict = self._first_conflict(site, machine, item, stored)
+                    if conflict is not None:
+                        out.append((item, conflict))
+        return out
+
+    def _suspects(self, chunk: Sequence[T]) -> dict[tuple[str, str], list[T]]:
+        """The messages of chunk at or before their machine's newest known stored time, per machine."""
         suspects: dict[tuple[str, str], list[T]] = {}
         for item in chunk:
             key, first = item.history_key, item.first_ts
@@ -176,15 +201,7 @@ class History:
             newest = self._newest.get(key)
             if newest is not None and first <= newest:
                 suspects.setdefault(key, []).append(item)
-        out: list[tuple[T, Conflict]] = []
-        for (site, machine), items in suspects.items():
-            for group in _groups(items):
-                stored = self._stored(site, machine, group)
-                for item in group:
-                    conflict = self._first_conflict(site, machine, item, stored)
-                    if conflict is not None:
-                        out.append((item, conflict))
-        return out
+        return suspects
 
     def wrote(self, items: Iterable[Checked]) -> None:
         """Remember what was written: its time is stored time from now on."""
@@ -199,7 +216,9 @@ class History:
             read_at = self._read_at.get(site)
             if read_at is not None and now - read_at < self.refresh_s:
                 continue
-            for machine, ts in self.store.newest_ts(site).items():
+            newest = self.store.newest_ts(site)
+            self.reads += 1
+            for machine, ts in newest.items():
                 key = (site, machine)
                 if ts > self._newest.get(key, ts - 1):
                     self._newest[key] = ts
@@ -209,7 +228,9 @@ class History:
         start = min(item.first_ts for item in group if item.first_ts is not None)
         end = max(item.last_ts for item in group if item.last_ts is not None)
         self.queries += 1
-        return {row.ts_ms: row.fields for row in self.store.telemetry(site, machine, start, end + 1)}
+        rows = self.store.telemetry(site, machine, start, end + 1)
+        self.reads += 1
+        return {row.ts_ms: row.fields for row in rows}
 
     def _first_conflict(
         self, site: str, machine: str, item: Checked, stored: Mapping[int, Mapping[str, SignalValue]]
@@ -223,6 +244,7 @@ class History:
             if missing:
                 self.queries += 1
                 in_effect = self.store.values_before(site, machine, ts, missing)
+                self.reads += 1
             conflict = sample_conflict(ts, values, fields, in_effect)
             if conflict is not None:
                 return conflict

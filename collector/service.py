@@ -7,12 +7,15 @@ neither queued nor acked, so the broker keeps them for this session), lets the w
 then *resumes* with a clean reconnect on the same persistent session, after which the broker redelivers every
 unacked message. The MQTT connection stays up through a store outage of any length (keepalives keep flowing);
 the broker holds the backlog. The writer thread takes batches, checks the messages that may land on stored time
-against the store (collector.history: stored samples are never rewritten), writes them (the store narrows a
-refusal down to its bad lines), retries with jittered backoff (honouring Retry-After) while the store is down,
-then acks every message of the batch and publishes commits for the agents. A third thread logs the periodic
-summary and tracks the broker connection for the health check. Nothing is kept per message beyond the queue (the
-history check reads the store), so any number of collectors can share one subscription (`$share/<group>/` topic
-prefix, one client id each).
+against the store (collector.history: stored samples are never rewritten) and hands each chunk to one of a few
+store threads, which write it (the store narrows a refusal down to its bad lines), retry with jittered backoff
+(honouring Retry-After) while the store is down, and mark late hours for the roll-ups. Up to writes_in_flight
+chunks are with the store at once, so the store's round trip overlaps the writer's work on the next chunk; the
+writer completes them in the order it handed them over (acks every message, publishes commits for the agents),
+and a chunk that checks a machine's stored history, or overlaps what a chunk in flight writes for it, waits until
+that chunk is complete. A monitor thread logs the periodic summary and tracks the broker connection for the
+health check. Nothing is kept per message beyond the queue (the history check reads the store), so any number of
+collectors can share one subscription (`$share/<group>/` topic prefix, one client id each).
 """
 
 from __future__ import annotations
@@ -20,12 +23,14 @@ from __future__ import annotations
 import json
 import logging
 import math
+import queue
 import random
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -73,6 +78,9 @@ LATE_AFTER_MS = 300_000
 LATE_MEMORY = 10_000
 LATE_RETRY_MAX_S = 30.0  # a failed mark is retried with the next flush after at most this long
 LATE_SPAN_MAX_MS = 8 * 24 * HOUR_MS  # the most hours one status's outbox loss (ts..until) marks
+# Chunks handed to the store at once: while the store answers one, the writer checks and prepares the next. Two
+# keep the store busy (it answers a 5,000-point write in about as long as the writer takes to prepare one).
+WRITES_IN_FLIGHT = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +114,76 @@ class _Abandoned(Exception):
     """Stopping while the store is still unavailable: leave the batch unacked for redelivery."""
 
 
+# What a chunk writes, per telemetry machine ((site, machine)) or status topic ((topic,)): see _reach.
+_ReachKey = tuple[str, ...]
+_ALL_TIME = (-(2**63), 2**63)
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """What the store made of a chunk handed to it."""
+
+    rejected: list[RejectedLine]  # lines refused for good
+    duration_s: float  # the write, retries included
+    unmarked: dict[str, dict[str, set[int]]]  # late marks that failed (site -> machine -> hours)
+    mark_error: str | None
+
+
+@dataclass(slots=True, eq=False)
+class _Write:
+    """A chunk handed to the store: what it holds, what to do once the store answered, and the answer to come."""
+
+    chunk: list[_Pending]
+    conflicts: list[tuple[_Pending, Conflict]]
+    kept: list[_Pending]  # the chunk less its conflicts: what was sent
+    reach: dict[_ReachKey, tuple[int, int]]
+    late: dict[str, dict[str, set[int]]]  # late hours of kept (site -> machine -> hours)
+    late_seen: list[tuple[str, bytes]]  # (topic, digest) of the messages those hours come from
+    mark_now: bool  # whether the store thread marks `late` after the write (else they join the pending marks)
+    future: Future[_Answer]
+    released: bool = field(default=False)
+
+
+class _StoreThreads:
+    """A few daemon threads running store writes in the order handed over (one each at a time).
+
+    Daemon threads, unlike a ThreadPoolExecutor's: a process that ends without stop() is not held up by a write
+    retrying on a store that is down (stop() is what leaves nothing behind).
+    """
+
+    def __init__(self, n: int, name: str) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]] | None] = queue.SimpleQueue()
+        self._threads = [threading.Thread(target=self._run, name=f"{name}-{k}", daemon=True) for k in range(n)]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, fn: Callable[[], _T]) -> Future[_T]:
+        """Run fn on the next free thread; its result or exception goes to the future returned."""
+        future: Future[_T] = Future()
+        self._jobs.put((future, fn))
+        return future
+
+    def stop(self, timeout_s: float) -> None:
+        """Let each thread end after the jobs handed over; wait up to timeout_s for them."""
+        for _ in self._threads:
+            self._jobs.put(None)
+        deadline = time.monotonic() + timeout_s
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+    def _run(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            future, fn = job
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                result = fn()
+            except BaseException as exc:  # whatever it is, the writer waiting on the future must hear of it
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
+
+
 class Collector:
     """Subscribe to telemetry and machine status, write them to the store, ack MQTT after the store accepted."""
 
@@ -125,6 +203,7 @@ class Collector:
         registry: Registry | None = None,
         rng: Callable[[], float] = random.random,
         history_refresh_s: float = DEFAULT_REFRESH_S,
+        writes_in_flight: int = WRITES_IN_FLIGHT,
     ) -> None:
         if batch_points < 1:
             raise ValueError(f"collector: batch_points must be at least 1, got {batch_points}")
@@ -132,6 +211,8 @@ class Collector:
             raise ValueError(f"collector: flush_interval_s must be positive, got {flush_interval_s}")
         if max_queue_points is not None and max_queue_points < 1:
             raise ValueError(f"collector: max_queue_points must be at least 1, got {max_queue_points}")
+        if writes_in_flight < 1:
+            raise ValueError(f"collector: writes_in_flight must be at least 1, got {writes_in_flight}")
         self.mqtt = mqtt
         self.store = store
         self.client_id = client_id
@@ -140,6 +221,7 @@ class Collector:
         self.filters = [topic_prefix + f for f in subscription_filters()]
         self.max_queue_points = max_queue_points or QUEUE_BATCHES * batch_points
         self.summary_interval_s = summary_interval_s
+        self.writes_in_flight = writes_in_flight
         self._dead_letter = DeadLetterFile(dead_letter, dead_letter_max_bytes) if dead_letter else None
         # Swapped whole by set_registry (SIGHUP); each message reads it once. Both memories below belong to the
         # MQTT thread, the only one that validates.
@@ -150,6 +232,9 @@ class Collector:
         self._rng = rng
         self.write_duration = LatencyHistogram(WRITE_BUCKETS)
         self._history = History(store, refresh_s=history_refresh_s)  # writer thread only
+        # Chunks handed to the store threads, oldest first; the writer thread's own (completed in this order).
+        self._inflight: deque[_Write] = deque()
+        self._store_threads: _StoreThreads | None = None
 
         self._link: MqttLink | None = None
         self._writer: threading.Thread | None = None
@@ -158,7 +243,7 @@ class Collector:
         self._cond = threading.Condition()
         self._queue: deque[_Pending] = deque()
         self._queued_points = 0
-        self._held_points = 0  # queued plus the batch being written: what the bound applies to
+        self._held_points = 0  # queued plus the chunks being written: what the bound applies to
         self._generation = 0
         self._stopping = False
         self._deadline = math.inf
@@ -198,6 +283,7 @@ class Collector:
             raise RuntimeError(f"collector {self.client_id!r} was already started; make a new Collector")
         link = self._new_link()
         self._link = link
+        self._store_threads = _StoreThreads(self.writes_in_flight, f"collector-store-{self.client_id}")
         self._writer = threading.Thread(target=self._run_writer, name=f"collector-writer-{self.client_id}", daemon=True)
         self._writer.start()
         self._monitor = threading.Thread(
@@ -274,6 +360,8 @@ class Collector:
             )
         if not writer.is_alive():
             self._write_late_marks(final=True)
+            if self._store_threads is not None:
+                self._store_threads.stop(5.0)  # idle: the writer completed every chunk it handed over
         self._wait_for_commits()
         self._monitor_stop.set()
         if self._monitor is not None:
@@ -590,23 +678,27 @@ class Collector:
         self._count("deferred")
 
     # ---- writer thread ---------------------------------------------------------------------------------------
+    # The writer checks and prepares each chunk, hands it to a store thread and goes on with the next one while the
+    # store answers (up to writes_in_flight chunks at once). It completes chunks strictly in the order it handed
+    # them over, so acks and commits keep the order the messages came in; a chunk that checks a machine's stored
+    # history, or overlaps what a chunk in flight writes for the machine, waits until those chunks are complete.
 
     def _run_writer(self) -> None:
-        while True:
-            batch = self._take()
-            if batch is None:
-                return
-            if batch:
-                try:
+        try:
+            while True:
+                batch = self._take()
+                self._complete_answered()
+                if batch is None:
+                    return
+                if batch:
                     self._flush(batch)
-                except Exception:
-                    # Unexpected (a bug): keep the writer alive; the batch stays unacked and comes back on reconnect.
-                    log.exception("collector %r: writing a batch failed unexpectedly; left unacked", self.client_id)
-                finally:
-                    self._release(batch)
-            elif self._late:
-                self._write_late_marks()  # an idle tick: nothing else may come to carry a failed mark's retry
-            self._maybe_resume()
+                elif not self._inflight and self._late:
+                    self._write_late_marks()  # an idle tick: nothing else may come to carry a failed mark's retry
+                self._maybe_resume()
+        finally:
+            # Stopping (or a bug): every chunk handed over is completed (acked, or abandoned) before the writer ends.
+            while self._inflight:
+                self._complete(self._inflight.popleft())
 
     def _maybe_resume(self) -> None:
         """Once paused and everything held is written and acked, reconnect so the broker redelivers the rest."""
@@ -641,7 +733,8 @@ class Collector:
         )
 
     def _take(self) -> list[_Pending] | None:
-        """Wait for a batch worth writing; [] on a timeout tick, None when stopping with nothing left."""
+        """Wait for a batch worth writing; [] on a timeout tick or once the oldest write in flight is answered, None
+        when stopping with nothing left."""
         with self._cond:
             while True:
                 if self._queue and self._gave_up:
@@ -651,6 +744,7 @@ class Collector:
                     self._queued_points = 0
                     self._held_points -= sum(p.weight for p in dropped)
                     self._cond.notify_all()
+                timeout = 1.0
                 if self._queue:
                     age = time.monotonic() - self._queue[0].received_at
                     # While paused nothing more arrives: flush at once rather than wait for the age.
@@ -666,8 +760,8 @@ class Collector:
                     return None
                 elif self._paused and self._held_points == 0:
                     return []  # let the writer resume
-                else:
-                    timeout = 1.0
+                if self._inflight and self._inflight[0].future.done():
+                    return []  # complete it: its acks free room at the broker and in the queue
                 if not self._cond.wait(timeout) and not self._queue:
                     return []
 
@@ -679,58 +773,172 @@ class Collector:
             batch.append(item)
             points += item.weight
         self._queued_points -= points
-        self._writing_messages = len(batch)
+        self._writing_messages += len(batch)
         return batch
 
-    def _release(self, batch: list[_Pending]) -> None:
+    def _release(self, chunk: list[_Pending]) -> None:
         with self._cond:
-            self._held_points -= sum(p.weight for p in batch)
-            self._writing_messages = 0
+            self._held_points -= sum(p.weight for p in chunk)
+            self._writing_messages -= len(chunk)
             self._cond.notify_all()
 
     def _flush(self, batch: list[_Pending]) -> None:
         # Chunks: a message resending time an earlier message of the batch covers is checked after that one is written.
         parts = chunks(batch)
-        for n, chunk in enumerate(parts):
-            started = time.monotonic()
+        handed = 0
+        try:
+            for chunk in parts:
+                self._submit(chunk)
+                handed += 1
+        except _Abandoned:
+            # Everything handed over before is older: completed first, so what is acked stays a prefix.
+            while self._inflight:
+                self._complete(self._inflight.popleft())
+            self._give_up(sum(len(part) for part in parts[handed:]))
+        except Exception:
+            # Unexpected (a bug): keep the writer alive; the rest stays unacked and comes back on reconnect.
+            log.exception("collector %r: writing a batch failed unexpectedly; left unacked", self.client_id)
+        finally:
+            for part in parts[handed:]:
+                self._release(part)
+
+    def _submit(self, chunk: list[_Pending]) -> None:
+        """Check chunk against stored history (after the writes it depends on) and hand what passes to the store."""
+        history = self._history
+        reach = _reach(chunk)
+        checked = self._retrying(lambda: history.suspects(chunk), reads=lambda: history.reads)
+        self._settle(reach, checked)
+        conflicts = self._retrying(lambda: history.conflicts(chunk, refresh=False), reads=lambda: history.reads)
+        refused = {id(item) for item, _ in conflicts}
+        kept = [item for item in chunk if id(item) not in refused] if refused else chunk
+        lines = [line for item in kept for line in item.lines]
+        late, seen = self._late_hours(kept)
+        # While marks fail, new ones wait for the pending marks' retry (as they did before writes overlapped).
+        mark_now = bool(late) and time.monotonic() >= self._late_retry_at
+        while len(self._inflight) >= self.writes_in_flight:
+            self._complete(self._inflight.popleft())
+        marks = late if mark_now else {}
+        threads = self._store_threads
+        if threads is None:
+            raise RuntimeError(f"collector {self.client_id!r}: writing before start()")
+        future = threads.submit(lambda: self._store_write(lines, marks))
+        self._inflight.append(_Write(chunk, conflicts, kept, reach, late, seen, mark_now, future))
+        future.add_done_callback(self._answered)
+
+    def _settle(self, reach: dict[_ReachKey, tuple[int, int]], checked: set[tuple[str, str]]) -> None:
+        """Complete, in order, the writes in flight that a chunk reaching `reach` depends on.
+
+        It depends on a write of the same machine (or status topic) if it checks that machine's stored history, or
+        starts at or before the newest sample the write holds for it: the check must see what the write stores.
+        """
+        last = -1
+        for n, write in enumerate(self._inflight):
+            for key, (first, _) in reach.items():
+                theirs = write.reach.get(key)
+                if theirs is not None and (key in checked or first <= theirs[1]):
+                    last = n
+                    break
+        for _ in range(last + 1):
+            self._complete(self._inflight.popleft())
+
+    def _answered(self, _future: Future[_Answer]) -> None:
+        # A store thread finished a write: wake the writer, which may be waiting for a batch.
+        with self._cond:
+            self._cond.notify_all()
+
+    def _complete_answered(self) -> None:
+        """Complete the oldest writes in flight that the store has answered (in order: stop at one still out)."""
+        while self._inflight and self._inflight[0].future.done():
+            self._complete(self._inflight.popleft())
+
+    def _complete(self, write: _Write) -> None:
+        """Wait for the store's answer to write, then record it and ack its messages (or leave them unacked)."""
+        answer: _Answer | None = None
+        try:
+            answer = write.future.result()
+        except _Abandoned:
+            self._give_up(len(write.chunk))
+        except Exception:
+            log.exception("collector %r: writing a batch failed unexpectedly; left unacked", self.client_id)
+        try:
+            if answer is not None:
+                if self._gave_up:
+                    # Answered after an earlier write was abandoned: left unacked too, so acks stay in order.
+                    self._count("abandoned", len(write.chunk))
+                else:
+                    self._landed(write, answer)
+        except Exception:
+            log.exception("collector %r: completing a write failed unexpectedly; left unacked", self.client_id)
+        finally:
+            if not write.released:
+                write.released = True
+                self._release(write.chunk)
+
+    def _landed(self, write: _Write, answer: _Answer) -> None:
+        self.write_duration.observe(answer.duration_s)
+        self._count("batches_written")
+        self._history.wrote(write.kept)
+        for seen in write.late_seen:
+            self._late_seen.put(seen)  # the same points again are not marked again
+        if write.late and not write.mark_now:
+            self._add_late(write.late)  # marks are failing: these wait with the pending ones for the retry
+        elif write.late:
+            marked = [hours for site, ms in write.late.items() if site not in answer.unmarked for hours in ms.values()]
+            if marked:
+                self._count("late_hours_marked", sum(map(len, marked)))
+            if answer.unmarked:
+                self._add_late(answer.unmarked)
+                self._late_failed(answer.mark_error, time.monotonic())
+        if self._late:
+            self._write_late_marks()  # marks that failed before: retried when due
+        # Released before the acks: the broker sends more as soon as it has them, and they must fit.
+        write.released = True
+        self._release(write.chunk)
+        self._finish(write.chunk, write.conflicts, _refused_items(write.kept, answer.rejected))
+
+    def _give_up(self, messages: int) -> None:
+        """Leave messages unacked for good: stopping while the store is unavailable (logged once)."""
+        with self._cond:
+            first = not self._gave_up
+            self._gave_up = True
+            queued = len(self._queue)
+        self._count("abandoned", messages)
+        if first:
+            held = messages + queued + sum(len(w.chunk) for w in self._inflight)
+            log.warning(
+                "collector %r: stopping while the store is unavailable; %d message(s) left unacked, the broker "
+                "redelivers them to the next collector with this client id",
+                self.client_id,
+                held,
+            )
+
+    def _store_write(self, lines: list[str], marks: dict[str, dict[str, set[int]]]) -> _Answer:
+        """Write lines, retrying while the store is unavailable, then mark their late hours (on a store thread)."""
+        started = time.monotonic()
+        rejected = self._retrying(lambda: self.store.write_lines(lines)) if lines else []
+        duration = time.monotonic() - started
+        unmarked: dict[str, dict[str, set[int]]] = {}
+        error: str | None = None
+        received_ms = int(time.time() * 1000)
+        for site in sorted(marks):
             try:
-                conflicts, kept, rejected = self._write(chunk)
-            except _Abandoned:
-                with self._cond:
-                    self._gave_up = True
-                left = sum(len(part) for part in parts[n:])
-                self._count("abandoned", left)
-                log.warning(
-                    "collector %r: stopping while the store is unavailable; %d message(s) left unacked, the broker "
-                    "redelivers them to the next collector with this client id",
-                    self.client_id,
-                    left + len(self._queue),
-                )
-                return
-            self.write_duration.observe(time.monotonic() - started)
-            self._count("batches_written")
-            self._history.wrote(kept)
-            # Marked before the acks, so a crash cannot leave written late data acked and unmarked; a failed mark
-            # still lets the acks go (kept in memory, retried with the next flush).
-            if self._note_late(kept) or self._late:
-                self._write_late_marks()
-            self._finish(chunk, conflicts, _refused_items(kept, rejected))
+                self.store.mark_late_hours(site, {m: sorted(hours) for m, hours in marks[site].items()}, received_ms)
+            except Exception as exc:
+                unmarked[site] = marks[site]
+                error = str(exc)
+        return _Answer(rejected, duration, unmarked, error)
 
-    def _write(
-        self, chunk: list[_Pending]
-    ) -> tuple[list[tuple[_Pending, Conflict]], list[_Pending], list[RejectedLine]]:
-        """Check chunk against stored history and write what passes, retrying while the store is unavailable.
+    def _retrying(self, call: Callable[[], _T], *, reads: Callable[[], int] | None = None) -> _T:
+        """Return call(), retrying while the store is unavailable; raise _Abandoned once stopping past the deadline.
 
-        Return the messages refused for rewriting history, the messages written and the lines the store refused.
+        reads: how many times the caller has read the store so far; a call that read nothing says nothing about
+        whether the store is back.
         """
         attempt = 0
         while True:
+            before = reads() if reads is not None else 0
             try:
-                conflicts = self._history.conflicts(chunk)
-                refused = {id(item) for item, _ in conflicts}
-                kept = [item for item in chunk if id(item) not in refused]
-                lines = [line for item in kept for line in item.lines]
-                rejected = self.store.write_lines(lines) if lines else []
+                result = call()
             except StoreUnavailable as exc:
                 delay = self._retry_delay(attempt, exc.retry_after_s)
                 self._store_failed(str(exc), delay)
@@ -740,8 +948,9 @@ class Collector:
                 delay = self._retry_delay(attempt, None)
                 self._store_failed(f"{exc}; check the store's credentials and settings", delay, error=True)
             else:
-                self._store_answered()
-                return conflicts, kept, rejected
+                if reads is None or reads() != before:
+                    self._store_answered()
+                return result
             self._count("write_retries")
             if not self._sleep(delay):
                 raise _Abandoned
@@ -802,12 +1011,14 @@ class Collector:
 
     # ---- late marks (writer thread) -------------------------------------------------------------------------
 
-    def _note_late(self, written: list[_Pending]) -> bool:
-        """Add the hours of written samples and statuses older than LATE_AFTER_MS to the pending marks."""
+    def _late_hours(self, items: list[_Pending]) -> tuple[dict[str, dict[str, set[int]]], list[tuple[str, bytes]]]:
+        """The hours (site -> machine -> hour starts) of samples and statuses older than LATE_AFTER_MS in items, and
+        the (topic, digest) keys of the messages they come from; messages marked before are left out."""
         cutoff = int(time.time() * 1000) - LATE_AFTER_MS
-        added = False
-        for item in written:
-            first = item.first_ts
+        marks: dict[str, dict[str, set[int]]] = {}
+        seen: list[tuple[str, bytes]] = []
+        for item in items:
+            first, last = item.first_ts, item.last_ts
             if first is not None:
                 if first >= cutoff:
                     continue  # new data, the normal case: nothing else to look at
@@ -815,23 +1026,45 @@ class Collector:
                 continue
             topic = _parse_topic(item.topic)
             if topic.kind is TopicKind.TELEMETRY:
-                hours = {ts - ts % HOUR_MS for ts in map(_line_ts, item.lines) if ts < cutoff}
+                if first is not None and last is not None and last < cutoff and _hour(first) == _hour(last):
+                    hours = {_hour(first)}  # every sample late and in one hour: no need to read each line
+                else:
+                    hours = {_hour(ts) for ts in map(_line_ts, item.lines) if ts < cutoff}
             elif topic.kind is TopicKind.MACHINE_STATUS:
                 hours = _status_hours(item.payload, cutoff)
             else:
                 continue  # agent statuses are stamped when received: never late
             if not hours:
                 continue
-            seen = (item.topic, payload_digest(item.payload))
-            if seen in self._late_seen:
+            key = (item.topic, payload_digest(item.payload))
+            if key in self._late_seen:
                 continue  # the same points again: the roll-ups know of them already
-            self._late_seen.put(seen)
-            pending = self._late.setdefault(topic.site, {}).setdefault(topic.machine, set())
-            before = len(pending)
-            pending.update(hours)
-            self._late_pending += len(pending) - before
-            added = True
-        return added
+            seen.append(key)
+            marks.setdefault(topic.site, {}).setdefault(topic.machine, set()).update(hours)
+        return marks, seen
+
+    def _add_late(self, marks: dict[str, dict[str, set[int]]]) -> None:
+        """Add marks to the pending ones (written with the next flush that is due)."""
+        for site, machines in marks.items():
+            for machine, hours in machines.items():
+                pending = self._late.setdefault(site, {}).setdefault(machine, set())
+                before = len(pending)
+                pending.update(hours)
+                self._late_pending += len(pending) - before
+
+    def _late_failed(self, error: object, now: float) -> None:
+        """Back off the pending marks' retry; warn the first time in a row."""
+        self._late_delay = min(LATE_RETRY_MAX_S, max(1.0, self._late_delay * 2))
+        self._late_retry_at = now + self._late_delay
+        if self._late_failing_since is None:
+            self._late_failing_since = now
+            log.warning(
+                "collector %r: could not mark %d machine-hour(s) of late data for the roll-ups (%s); the data "
+                "is written and acked, the marks are kept and retried with the next flush",
+                self.client_id,
+                self._late_pending,
+                error,
+            )
 
     def _write_late_marks(self, *, final: bool = False) -> None:
         """Write the pending late marks, one request per site; on failure keep them and retry later (logged once)."""
@@ -845,8 +1078,6 @@ class Collector:
             try:
                 self.store.mark_late_hours(site, {m: sorted(hours) for m, hours in marks.items()}, received_ms)
             except Exception as exc:
-                self._late_delay = min(LATE_RETRY_MAX_S, max(1.0, self._late_delay * 2))
-                self._late_retry_at = now + self._late_delay
                 if final:
                     listing = "; ".join(
                         f"{s}/{m}: {', '.join(str(h) for h in sorted(hours))}"
@@ -861,15 +1092,8 @@ class Collector:
                         exc,
                         listing[:2000],
                     )
-                elif self._late_failing_since is None:
-                    self._late_failing_since = now
-                    log.warning(
-                        "collector %r: could not mark %d machine-hour(s) of late data for the roll-ups (%s); the data "
-                        "is written and acked, the marks are kept and retried with the next flush",
-                        self.client_id,
-                        self._late_pending,
-                        exc,
-                    )
+                else:
+                    self._late_failed(exc, now)
                 return
             del self._late[site]
             self._late_pending -= n
@@ -996,6 +1220,27 @@ def receive_maximum(max_queue_points: int) -> int:
     (20,000 messages for 20,000 points) a drain deferred 10,000 messages for 4,000 written.
     """
     return min(65535, max_queue_points, max(MIN_RECEIVE_MAXIMUM, max_queue_points // SAMPLES_PER_MESSAGE))
+
+
+def _hour(ts_ms: int) -> int:
+    """The start of the UTC hour holding ts_ms."""
+    return ts_ms - ts_ms % HOUR_MS
+
+
+def _reach(chunk: Sequence[_Pending]) -> dict[_ReachKey, tuple[int, int]]:
+    """Per machine of its telemetry, the oldest and newest ts chunk writes; per status topic, all time (a status
+    may rewrite one stored at any time: one in flight is completed before another of its topic is written)."""
+    out: dict[_ReachKey, tuple[int, int]] = {}
+    for item in chunk:
+        if not item.lines:
+            continue
+        key: _ReachKey | None = item.history_key
+        first, last = item.first_ts, item.last_ts
+        if key is None or first is None or last is None:
+            key, (first, last) = (item.topic,), _ALL_TIME
+        known = out.get(key)
+        out[key] = (first, last) if known is None else (min(first, known[0]), max(last, known[1]))
+    return out
 
 
 def _line_ts(line: str) -> int:

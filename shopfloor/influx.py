@@ -342,6 +342,7 @@ class InfluxStore:
         if self.retention_policy:
             self._write_params["rp"] = self.retention_policy
         self._counts: Counter[str] = Counter()
+        self._counts_lock = threading.Lock()  # writes and reads run from several threads (collector, API)
         # Field name -> stored type ("float", "integer", ...; "mixed" when shards differ), per measurement.
         self._field_types: dict[str, dict[str, str]] = {}
 
@@ -355,10 +356,15 @@ class InfluxStore:
     def __exit__(self, *_exc: object) -> None:
         self.close()
 
+    def _count(self, key: str, n: int) -> None:
+        with self._counts_lock:
+            self._counts[key] += n
+
     @property
     def stats(self) -> dict[str, int]:
         """Write counters since start: requests, splits (413), bisections (400/422), rejected lines."""
-        counts = self._counts.copy()
+        with self._counts_lock:
+            counts = self._counts.copy()
         return {k: counts[k] for k in ("write_requests", "splits", "bisections", "rejected_lines")}
 
     @property
@@ -421,12 +427,12 @@ class InfluxStore:
         if lines:
             self._write_part(lines, 0, len(lines), rejected)
         rejected.sort(key=lambda r: r.index)
-        self._counts["rejected_lines"] += len(rejected)
+        self._count("rejected_lines", len(rejected))
         return rejected
 
     def _write_part(self, lines: Sequence[str], start: int, end: int, rejected: list[RejectedLine]) -> None:
         body = "\n".join(lines[start:end]).encode()
-        self._counts["write_requests"] += 1
+        self._count("write_requests", 1)
         resp = self._request("POST", "/write", params=self._write_params, content=body)
         status = resp.status_code
         if status in (200, 204):
@@ -438,7 +444,7 @@ class InfluxStore:
             if end - start == 1:
                 rejected.append(RejectedLine(start, lines[start], f"line larger than the store accepts: {reason}"))
                 return
-            self._counts["splits"] += 1
+            self._count("splits", 1)
             self._halves(lines, start, end, rejected)
             return
         if status in (400, 422) and not any(marker in reason for marker in _REQUEST_ERRORS):
@@ -453,7 +459,7 @@ class InfluxStore:
                 for run_start, run_end in _runs(rest):
                     self._write_part(lines, run_start, run_end, rejected)
                 return
-            self._counts["bisections"] += 1
+            self._count("bisections", 1)
             self._halves(lines, start, end, rejected)
             return
         raise StoreRejected(f"store refused write ({status}): {reason}")
@@ -639,7 +645,7 @@ class InfluxStore:
                     if len(out) == had:
                         raise
                     start = out[-1][0] + 1
-                    self._counts["read_pages"] += 1
+                    self._count("read_pages", 1)
         return out
 
     def _newest(self, measurement: str, tags: Mapping[str, str], before: str) -> Row | None:

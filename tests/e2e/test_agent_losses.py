@@ -578,7 +578,10 @@ def test_full_outbox_drops_oldest_reports_the_loss_and_the_gap_is_unknown(
         statuses = influx_store.statuses(sid, machine.id, MIN_TS_MS, time.time_ns() // 1_000_000 + 86_400_000)
         losses = [r for r in statuses if str(r.fields.get("detail", "")).startswith("outbox full: ")]
         if not lost:
-            assert not losses, f"{machine.id}: a loss reported where nothing is missing"
+            # With commits held back, the agent may drop batches the store already holds: it cannot know, so it
+            # reports them lost (and their span reads UNKNOWN, the cautious side). Otherwise no loss is reported.
+            if not commits_held:
+                assert not losses, f"{machine.id}: a loss reported where nothing is missing"
             continue
         # One loss status per machine, "unreachable", at the first dropped sample.
         assert len(losses) == 1, [r.fields for r in statuses]

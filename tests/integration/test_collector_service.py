@@ -457,7 +457,13 @@ def test_topic_prefix_makes_a_shared_subscription(
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"batch_points": 0}, {"flush_interval_s": 0}, {"flush_interval_s": float("nan")}, {"max_queue_points": 0}],
+    [
+        {"batch_points": 0},
+        {"flush_interval_s": 0},
+        {"flush_interval_s": float("nan")},
+        {"max_queue_points": 0},
+        {"writes_in_flight": 0},
+    ],
 )
 def test_refuses_bad_settings(influx_store: InfluxStore, kwargs: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match="collector: "):
@@ -808,3 +814,81 @@ def test_commits_cover_refused_rewrites(
         )
     finally:
         commits.close()
+
+
+# ---- writes in flight: order and history ------------------------------------------------------------------------
+
+
+def _commits_for(messages: list[InboundMessage], agent: str = "edge-1") -> list[dict[str, list[list[int]]]]:
+    """The machines part of each commit published for agent, in the order the broker delivered them."""
+    topic = str(Topic.commits(SITE, agent))
+    return [json.loads(m.payload)["machines"] for m in messages if m.topic == topic]
+
+
+def _slow_first_write(
+    fresh_influxdb: InfluxDB, client: Client, make_collector: Callable[..., Collector], first: bytes
+) -> tuple[Collector, InfluxStore]:
+    """A collector whose write of `first` is retrying with an 8 s backoff ahead, on a store that is up again.
+
+    The store is stopped before `first` comes and started after its fifth failure (no jitter: it waits 0.5, 1,
+    2, 4, then 8 s), so anything written next reaches the store seconds before `first` is tried again.
+    """
+    store = InfluxStore(fresh_influxdb.url, f"test_{uuid.uuid4().hex[:10]}", timeout_s=2)
+    store.ensure_database()
+    collector = make_collector(store, rng=lambda: 0.5, batch_points=1)
+    collector.start()
+    sync(collector, client)
+    # Written while the store is up, so the history's newest times are read (no refresh is due for 30 s).
+    client.publish(
+        Topic.telemetry(SITE, "laser-01"), encode(telemetry("laser-01", 1, [{"ts": T0, "values": {"good_count": 0}}]))
+    )
+    wait_for(lambda: collector.stats["acked"] >= 2, "the warm-up message acked")
+    fresh_influxdb.stop()
+    client.publish(TELEMETRY_TOPIC, first)
+    wait_for(lambda: collector.stats["store_failures"] >= 5, "the first write to fail five times", 20)
+    fresh_influxdb.start()
+    return collector, store
+
+
+@pytest.mark.parametrize("machine", ["cnc-01", "laser-01"])
+def test_a_later_write_lands_first_but_is_acked_and_committed_after_the_slow_one(
+    fresh_influxdb: InfluxDB, broker: Mosquitto, client: Client, make_collector: Callable[..., Collector], machine: str
+) -> None:
+    commits = Client(broker.url, [str(Topic.commits(SITE, "edge-1"))])
+    try:
+        slow = encode(telemetry("cnc-01", 5, [{"ts": T0 + 1000, "values": {"good_count": 1}}]))
+        collector, store = _slow_first_write(fresh_influxdb, client, make_collector, slow)
+        acked = collector.stats["acked"]
+        # Later data of the same machine, or of another one: nothing it checks or overlaps is in flight.
+        fast = telemetry(machine, 6, [{"ts": T0 + 2000, "values": {"good_count": 2}}])
+        client.publish(Topic.telemetry(SITE, machine), encode(fast))
+        wait_for(lambda: (T0 + 2000, {"good_count": 2}) in rows(store, machine), "the later write stored", 5)
+        # Stored while the slow write waits for its retry: the writer did not wait for it...
+        assert (T0 + 1000, {"good_count": 1}) not in rows(store, "cnc-01")
+        # ...but its message is neither acked nor committed before the slow one's.
+        assert collector.stats["acked"] == acked
+        assert all(seqs.get(machine) != [[6, 6]] for seqs in _commits_for(commits.messages()))
+        wait_for(lambda: collector.stats["acked"] == acked + 2, "both messages acked", 20)
+        assert (T0 + 1000, {"good_count": 1}) in rows(store, "cnc-01")
+        wait_for(lambda: len(_commits_for(commits.messages())) >= 3, "three commits")
+        # The warm-up's, then the slow one's, then the later one's: the order the messages came in.
+        assert _commits_for(commits.messages()) == [{"laser-01": [[1, 1]]}, {"cnc-01": [[5, 5]]}, {machine: [[6, 6]]}]
+        store.close()
+    finally:
+        commits.close()
+
+
+def test_a_chunk_overlapping_a_write_in_flight_is_checked_after_it_lands(
+    fresh_influxdb: InfluxDB, client: Client, make_collector: Callable[..., Collector]
+) -> None:
+    original = encode(telemetry("cnc-01", 5, [{"ts": T0 + 1000, "values": {"good_count": 1, "badge": ACME}}]))
+    collector, store = _slow_first_write(fresh_influxdb, client, make_collector, original)
+    # Another badge on the same sample, while the original is still in flight: checked before the original were
+    # written, it would find nothing stored and land (and the original's retry then merge over it).
+    rewrite = telemetry("cnc-01", 6, [{"ts": T0 + 1000, "values": {"good_count": 1, "badge": BATIK}}])
+    client.publish(TELEMETRY_TOPIC, encode(rewrite))
+    time.sleep(1)  # the rewrite's chunk waits for the original (a writer that did not would store it meanwhile)
+    assert rows(store, "cnc-01") == []
+    wait_for(lambda: collector.stats["invalid"].get("sample-conflict", 0) == 1, "the rewrite refused", 20)
+    assert rows(store, "cnc-01") == [(T0 + 1000, {"good_count": 1, "badge": ACME})]
+    store.close()
