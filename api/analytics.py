@@ -7,7 +7,8 @@ the site's configuration (calendar, loss map, ideal cycles, badge owners) and tu
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import bisect
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -18,6 +19,7 @@ from api.core.pieces import Piece
 from api.core.sessions import Breakdown
 from api.core.usage import UsageRow, usage_from_pieces
 from api.figures import MachineFigures, RollupReader, gather
+from shopfloor.calendar import Calendar, Label, Stretch
 from shopfloor.config import Machine, SiteConfig
 from shopfloor.store import TimeSeriesStore
 
@@ -84,13 +86,37 @@ def window(
     return Window(start_ms, end_ms, figures)
 
 
+def labeller(calendar: Calendar, start_ms: int, end_ms: int) -> Callable[[int, str], Label]:
+    """calendar.label for instants in [start_ms, end_ms), from its stretches computed once per window.
+
+    Machines without downtime of their own share the site-wide stretches: a month of 50 machines asks the calendar
+    a handful of times instead of once per machine-hour.
+    """
+    own = {m for d in calendar.downtime if d.machines for m in d.machines}
+    cache: dict[str | None, tuple[list[int], list[Stretch]]] = {}
+
+    def label(at_ms: int, machine: str) -> Label:
+        key = machine if machine in own else None
+        entry = cache.get(key)
+        if entry is None:
+            stretches = calendar.stretches(start_ms, end_ms, key)
+            entry = cache[key] = ([s.start_ms for s in stretches], stretches)
+        starts, stretches = entry
+        k = bisect.bisect_right(starts, at_ms) - 1
+        if k >= 0 and at_ms < stretches[k].end_ms:
+            return stretches[k].label
+        return calendar.label(at_ms, machine)  # outside the window: ask the calendar itself
+
+    return label
+
+
 def oee_rows(site: SiteConfig, data: Window, *, group_by: Sequence[str], tenant: str | None = None) -> list[OeeRow]:
     """OEE rows of a window grouped by group_by; with tenant, only that tenant's sessions (session basis)."""
     calendar = site.calendar_model()
     return oee(
         data.pieces,
         ideal_cycle_ms=ideal_cycles(site),
-        labels=calendar.label,
+        labels=labeller(calendar, data.start_ms, data.end_ms),
         loss_map=loss_map(site),
         badge_owner=site.badge_owner(),
         group_by=group_by,

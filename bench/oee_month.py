@@ -848,7 +848,9 @@ def main() -> None:
         help="where loaded InfluxDB data directories are kept (default ~/.cache/shopfloor-bench)",
     )
     parser.add_argument("--fresh", action="store_true", help="rebuild the cached data directory")
-    parser.add_argument("--profile", action="store_true", help="add one cold pass under cProfile and print it")
+    parser.add_argument(
+        "--profile", action="store_true", help="add a cold and a warm pass under cProfile, print where the time goes"
+    )
     parser.add_argument("--usage", action="store_true", help="also time GET /v1/usage cold and warm")
     args = parser.parse_args()
     if not 1 <= args.machines <= 9999:
