@@ -38,9 +38,10 @@ from api.core.counters import COUNTERS
 from api.core.pieces import HOUR_MS, HourSummary, hour_of, hour_summaries
 from api.reader import agents_of, counter_limits, max_gap_ms, raw_timeline
 from api.rollups import plan
-from api.rollups.store import GC_PAUSE, RollupError, RollupStore
+from api.rollups.store import RollupError, RollupStore
 from shopfloor.config import Machine, SiteConfig
 from shopfloor.contracts import MAX_TS_MS, MIN_TS_MS
+from shopfloor.gcpause import GC_PAUSE
 from shopfloor.store import StoreError, TimeSeriesStore
 
 log = logging.getLogger(__name__)
@@ -276,7 +277,7 @@ def build(
         built = samples = 0
         for part, _heartbeat in plan.heartbeat_runs(run, first, changes):
             built_at = clock()  # before the read: data written after this may be missing from what is built
-            with GC_PAUSE.paused():  # classification makes many objects and no cycles (store.GcPause)
+            with GC_PAUSE.paused():  # classification makes many objects and no cycles (shopfloor.gcpause)
                 summaries, n = build_hours(store, site, target, part.start_ms, part.end_ms)
             rollups.save(sid, summaries, built_at, {target.id: prints[target.id]})
             built += len(summaries)

@@ -10,12 +10,10 @@ of each write transaction (BEGIN IMMEDIATE), so concurrent writers queue instead
 from __future__ import annotations
 
 import dataclasses
-import gc
 import itertools
 import logging
 import math
 import random
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -32,6 +30,7 @@ from api.core.counters import Anomaly
 from api.core.pieces import HOUR_MS, HourSummary, Piece
 from api.rollups import schema
 from api.rollups.schema import anomalies, hours, late_marks, pieces, state
+from shopfloor.gcpause import GC_PAUSE
 
 log = logging.getLogger(__name__)
 
@@ -132,37 +131,6 @@ def default_url(data_dir: Path) -> str:
 _new_piece = _piece_maker()
 
 
-class GcPause:
-    """Keep the cyclic GC off while at least one block that builds many objects runs, on any thread.
-
-    Loads and builds make hundreds of thousands of objects that form no cycles (reference counting frees them);
-    the collections they trigger would take 40 % of a load's time. The collector goes back on, if it was on,
-    when the last overlapping block ends. (shopfloor.influx pauses it the same way around its reads.)
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._active = 0
-        self._was_enabled = False
-
-    @contextmanager
-    def paused(self) -> Iterator[None]:
-        """Run the block with the cyclic GC off."""
-        with self._lock:
-            if self._active == 0:
-                self._was_enabled = gc.isenabled()
-                gc.disable()
-            self._active += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._active -= 1
-                if self._active == 0 and self._was_enabled:
-                    gc.enable()
-
-
-GC_PAUSE = GcPause()
 
 
 def _one_line(error: BaseException) -> str:

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from shopfloor.influx import _decode, _GcPause
+from shopfloor.gcpause import GcPause
+from shopfloor.influx import _decode
 from shopfloor.store import Sample
 
 SERIES: dict[str, Any] = {
@@ -72,7 +73,7 @@ def test_decode_appends_to_out_and_takes_empty_series() -> None:
 
 @pytest.mark.parametrize("enabled", [True, False])
 def test_gc_is_off_while_any_read_decodes_and_as_it_was_after(enabled: bool) -> None:
-    pause = _GcPause()
+    pause = GcPause()
     was = gc.isenabled()
     (gc.enable if enabled else gc.disable)()
     try:
