@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from api.core import DEFAULT_MAX_RATE_PER_H, CounterLimits, Timeline
@@ -125,17 +124,3 @@ def max_gap_ms(site: SiteConfig, machine: Machine, heartbeat_ms: object = None) 
     if isinstance(heartbeat_ms, int) and not isinstance(heartbeat_ms, bool) and heartbeat_ms > 0:
         return max(fallback, site.gap_for_heartbeat_ms(machine, heartbeat_ms))
     return fallback
-
-
-# The store answers several queries at once; fetching machines in parallel overlaps its work with ours.
-MAX_FETCH_THREADS = 8
-
-
-def fetch_timelines(store: TimeSeriesStore, site: SiteConfig, start_ms: int, end_ms: int) -> dict[str, Timeline]:
-    """Fetch every machine's timeline over [start_ms, end_ms), several machines at a time, in site order."""
-    machines = site.machines
-    if len(machines) <= 1:
-        return {m.id: fetch_timeline(store, site, m, start_ms, end_ms) for m in machines}
-    with ThreadPoolExecutor(max_workers=min(len(machines), MAX_FETCH_THREADS)) as pool:
-        fetched = pool.map(lambda m: fetch_timeline(store, site, m, start_ms, end_ms), machines)
-        return {m.id: timeline for m, timeline in zip(machines, fetched, strict=True)}

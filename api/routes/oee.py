@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, Request, status
 
 from api import analytics
-from api.deps import PrincipalDep, RollupsDep, SiteDep, StoreDep, WindowDep
+from api.deps import PrincipalDep, RollupsDep, SiteDep, StoreDep, WindowDep, get_machine
 from api.models import OeePublic, OeeRowPublic, utc
 from api.params import MAX_PARAM_CHARS, invalid, parse_group_by
 from api.policy import NotVisible, figures_tenant
@@ -26,13 +26,7 @@ def single(request: Request, name: str) -> None:
 
 def chosen_machines(site: SiteConfig, machine: str | None) -> list[Machine]:
     """The machines a query covers: the one named (404 if unknown) or all."""
-    if machine is None:
-        return list(site.machines)
-    found = site.machine(machine) if is_valid_id(machine) else None
-    if found is None:
-        shown = machine if is_valid_id(machine) else machine[:64].encode("unicode_escape").decode()
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"machine {shown!r} not found")
-    return [found]
+    return list(site.machines) if machine is None else [get_machine(site, machine)]
 
 
 def chosen_tenant(site: SiteConfig, principal: PrincipalDep, tenant: str | None) -> str | None:
