@@ -15,6 +15,7 @@ from typing import Any
 
 from api.core.counters import Anomaly, Counts
 from api.core.oee import IdealCycle, LossMap, OeeRow, oee
+from api.core.owners import OwnerBook, Owners
 from api.core.pieces import Piece
 from api.core.sessions import Breakdown
 from api.core.usage import UsageRow, usage_from_pieces
@@ -80,9 +81,20 @@ def window(
     *,
     machines: Sequence[Machine] | None = None,
     rollups: RollupReader | None = None,
+    owners: Owners | None = None,
 ) -> Window:
-    """Gather the pieces of [start_ms, end_ms) for machines (default: all)."""
-    figures = gather(store, site, start_ms, end_ms, calendar=site.calendar_model(), machines=machines, rollups=rollups)
+    """Gather the pieces of [start_ms, end_ms) for machines (default: all), cut where a badge changes owner."""
+    transfers = owners.transfers(start_ms, end_ms) if owners is not None else []
+    figures = gather(
+        store,
+        site,
+        start_ms,
+        end_ms,
+        calendar=site.calendar_model(),
+        machines=machines,
+        rollups=rollups,
+        extra_cuts=transfers,
+    )
     return Window(start_ms, end_ms, figures)
 
 
@@ -110,7 +122,9 @@ def labeller(calendar: Calendar, start_ms: int, end_ms: int) -> Callable[[int, s
     return label
 
 
-def oee_rows(site: SiteConfig, data: Window, *, group_by: Sequence[str], tenant: str | None = None) -> list[OeeRow]:
+def oee_rows(
+    site: SiteConfig, data: Window, *, group_by: Sequence[str], owners: OwnerBook, tenant: str | None = None
+) -> list[OeeRow]:
     """OEE rows of a window grouped by group_by; with tenant, only that tenant's sessions (session basis)."""
     calendar = site.calendar_model()
     return oee(
@@ -118,18 +132,18 @@ def oee_rows(site: SiteConfig, data: Window, *, group_by: Sequence[str], tenant:
         ideal_cycle_ms=ideal_cycles(site),
         labels=labeller(calendar, data.start_ms, data.end_ms),
         loss_map=loss_map(site),
-        badge_owner=site.badge_owner(),
+        badge_owner=owners,
         group_by=group_by,
         tenant=tenant,
         anomalies=data.anomalies,
     )
 
 
-def usage_rows(site: SiteConfig, data: Window) -> list[UsageRow]:
+def usage_rows(site: SiteConfig, data: Window, owners: OwnerBook) -> list[UsageRow]:
     """Usage per tenant per machine of a window, with each row's state breakdown and session OEE."""
     return usage_from_pieces(
         data.pieces,
-        site.badge_owner(),
+        owners,
         ideal_cycle_ms=ideal_cycles(site),
         loss_map=loss_map(site),
         anomalies=data.anomalies,

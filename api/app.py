@@ -11,8 +11,10 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.orm import Session, sessionmaker
 
 from api.deps import current_principal
+from api.directory import memory_db
 from api.figures import RollupReader
 from api.routes import health, machines, oee, sessions, usage
 from shopfloor.config import SiteConfig
@@ -45,10 +47,13 @@ def create_app(
     *,
     clock: Callable[[], datetime] = _now,
     rollups: RollupReader | None = None,
+    db: sessionmaker[Session] | None = None,
 ) -> FastAPI:
     """Build the API for one site reading from store; clock gives the current time (aware).
 
     rollups: where closed hours are materialised (api.rollups); None computes every figure from raw data.
+    db: the (migrated) business database; None serves the site file's tenants and API keys from a private
+    in-memory one (api.directory.memory_db).
     """
     app = FastAPI(
         title="Shopfloor API",
@@ -59,6 +64,7 @@ def create_app(
     app.state.store = store
     app.state.clock = clock
     app.state.rollups = rollups
+    app.state.db = db if db is not None else memory_db(site)
 
     @app.exception_handler(RequestValidationError)
     def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Query, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session, sessionmaker
 
+from api.directory import Directory, load_directory, lookup_key
 from api.figures import RollupReader
 from api.params import MAX_PARAM_CHARS, Window, invalid, parse_window
 from api.policy import Principal, Role
+from shopfloor.calendar import zone_of
 from shopfloor.config import Machine, SiteConfig
 from shopfloor.contracts import is_valid_id
-from shopfloor.keys import find_key
 from shopfloor.store import TimeSeriesStore
 
 # Keys made by `shopfloor keygen` are ~47 characters; anything far longer is not worth hashing.
@@ -47,6 +49,16 @@ def get_rollups(request: Request) -> RollupReader | None:
     return rollups
 
 
+def get_db(request: Request) -> Iterator[Session]:
+    """A business-DB session for one request; anything the route did not commit is rolled back."""
+    factory: sessionmaker[Session] = request.app.state.db
+    with factory() as session:
+        yield session
+
+
+DbDep = Annotated[Session, Depends(get_db)]
+
+
 SiteDep = Annotated[SiteConfig, Depends(get_site)]
 RollupsDep = Annotated[RollupReader | None, Depends(get_rollups)]
 StoreDep = Annotated[TimeSeriesStore, Depends(get_store)]
@@ -58,17 +70,19 @@ def _unauthorized(detail: str) -> HTTPException:
 
 
 def current_principal(
-    site: SiteDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+    db: DbDep,
+    now: NowDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    """Look the bearer API key up among the site's hashed keys; 401 if it is missing or unknown."""
+    """Look the bearer API key up among the business DB's hashed, unrevoked keys; 401 if missing or unknown."""
     if credentials is None:
         raise _unauthorized("missing API key: send 'Authorization: Bearer <key>'")
     presented = credentials.credentials
-    found = find_key(site.api_keys, presented) if len(presented) <= MAX_KEY_CHARS else None
+    found = lookup_key(db, presented, int(now.timestamp() * 1000)) if len(presented) <= MAX_KEY_CHARS else None
     if found is None:
         raise _unauthorized("invalid API key")
-    # The key file's role names are the policy's (a unit test checks every one maps).
-    return Principal(found.name, Role(found.role.value), found.tenant)
+    # The DB's role names are the policy's (a unit test checks every one maps).
+    return Principal(found.name, Role(found.role), found.tenant)
 
 
 PrincipalDep = Annotated[Principal, Depends(current_principal)]
@@ -99,6 +113,14 @@ def query_window(
 
 
 WindowDep = Annotated[Window, Depends(query_window)]
+
+
+def get_directory(site: SiteDep, db: DbDep) -> Directory:
+    """Tenants and badge ownership over time, as the business DB holds them now."""
+    return load_directory(db, zone_of(site.calendar_model().zone))
+
+
+DirectoryDep = Annotated[Directory, Depends(get_directory)]
 
 
 def get_machine(site: SiteDep, machine_id: str) -> Machine:

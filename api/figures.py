@@ -67,9 +67,11 @@ def gather_machine(
     *,
     calendar: Calendar,
     rolled: Mapping[tuple[str, int], HourSummary],
+    extra_cuts: Sequence[int] = (),
 ) -> MachineFigures:
-    """Pieces of one machine over [start_ms, end_ms), cut at the calendar's boundaries."""
-    cuts = [t for t in calendar.boundaries(start_ms, end_ms, machine.id) if start_ms < t < end_ms]
+    """Pieces of one machine over [start_ms, end_ms), cut at the calendar's boundaries and at extra_cuts."""
+    edges = {*calendar.boundaries(start_ms, end_ms, machine.id), *extra_cuts}
+    cuts = sorted(t for t in edges if start_ms < t < end_ms)
     cut_hours = {hour_of(t) for t in cuts if t % HOUR_MS}
     out = MachineFigures(machine.id)
     unrolled: list[int] = []
@@ -113,14 +115,18 @@ def gather(
     calendar: Calendar,
     machines: Sequence[Machine] | None = None,
     rollups: RollupReader | None = None,
+    extra_cuts: Sequence[int] = (),
 ) -> dict[str, MachineFigures]:
-    """Pieces of each machine (default: every configured one) over [start_ms, end_ms), in site order."""
+    """Pieces of each machine (default: every configured one) over [start_ms, end_ms), in site order.
+
+    extra_cuts: instants to cut pieces at besides the calendar's (badge transfers: a piece then has one owner).
+    """
     chosen = list(site.machines if machines is None else machines)
     rolled: Mapping[tuple[str, int], HourSummary] = {}
     if rollups is not None and chosen:
         rolled = rollups.load(site.site.id, [m.id for m in chosen], hour_of(start_ms), end_ms)
     work: Callable[[Machine], MachineFigures] = lambda m: gather_machine(  # noqa: E731
-        store, site, m, start_ms, end_ms, calendar=calendar, rolled=rolled
+        store, site, m, start_ms, end_ms, calendar=calendar, rolled=rolled, extra_cuts=extra_cuts
     )
     if len(chosen) <= 1:
         return {m.id: work(m) for m in chosen}

@@ -51,6 +51,7 @@ from enum import StrEnum
 from typing import Literal, Protocol, TypeVar
 
 from api.core.counters import Counts
+from api.core.owners import OwnerBook, owner_at
 from api.core.timeline import Timeline, sum_counts
 
 Link = Literal["online", "unreachable", "stale"]
@@ -168,12 +169,12 @@ class Occupancy:
     unowned: bool = False
 
     @classmethod
-    def of(cls, badge: int | None, badge_owner: Mapping[int, str]) -> Occupancy:
-        """Return the occupancy of a badge reading (None or 0: nobody), its tenant looked up in badge_owner."""
+    def of(cls, badge: int | None, badge_owner: OwnerBook, at_ms: int = 0) -> Occupancy:
+        """Return the occupancy of a badge reading (None or 0: nobody), its tenant (at at_ms) from badge_owner."""
         # The same rule as the timeline's: only a positive integer is a badge; 0 means nobody is logged in.
         if badge is None or isinstance(badge, bool) or badge <= 0:
             return NOBODY
-        tenant = badge_owner.get(badge)
+        tenant = owner_at(badge_owner, badge, at_ms)
         return cls(badge, tenant, occupied=True, unowned=tenant is None)
 
 
@@ -367,3 +368,123 @@ def timeline_figures(principal: Principal, timeline: Timeline, sessions: Sequenc
         return TimelineFigures(timeline.totals(), TotalsScope.MACHINE, timeline.unattributed())
     own = sum_counts(s.counts for s in visible_rows(principal, sessions))
     return TimelineFigures(own, TotalsScope.OWN_SESSIONS, None)
+
+
+# -- business objects (admin endpoints) and invoices -----------------------------------------------------------------
+
+
+class Kind(StrEnum):
+    """A kind of business object the API manages."""
+
+    TENANT = "tenant"
+    BADGE = "badge"
+    KEY = "key"
+    BOOKING = "booking"
+    TARIFF = "tariff"
+    COST_POOL = "cost_pool"
+    BILLING_SETTINGS = "billing_settings"
+    INVOICE = "invoice"
+
+
+class Action(StrEnum):
+    """What a caller does with objects of a kind."""
+
+    READ = "read"
+    WRITE = "write"  # create, update, delete, revoke
+
+
+class Access(StrEnum):
+    """Which objects of a kind a role may act on."""
+
+    NONE = "none"  # none: the whole kind is refused (403)
+    OWN = "own"  # its own tenant's only; any other answers as nonexistent (404)
+    ALL = "all"
+
+
+# Money: prices, costs and amounts. Operators run the floor and see usage, never money; a tenant sees the money of
+# its own objects (its invoices) and the price list it is charged by.
+MONEY_KINDS = frozenset({Kind.TARIFF, Kind.COST_POOL, Kind.BILLING_SETTINGS, Kind.INVOICE})
+SEES_MONEY: Mapping[Role, bool] = {Role.ADMIN: True, Role.OPERATOR: False, Role.AUDITOR: True, Role.TENANT: True}
+
+_N, _O, _A = Access.NONE, Access.OWN, Access.ALL
+# (read, write) per role and kind; a test checks every (role, kind) has a row. Why each cell:
+# - admin: everything. auditor: reads everything (keys without their hashes), writes nothing.
+# - operator: tenants, badges and bookings (who uses which machine when); no money kinds; API keys are the
+#   admin's (an operator has no use for who holds which key).
+# - tenant: its own tenant, badges, keys (to see when each was last used) and bookings; it writes only its own
+#   bookings (not started ones: booking_changeable). Tariffs are the price list every tenant pays by, not another
+#   tenant's object: readable, so it can check its invoice's unit prices. Cost pools and settings are the facility's.
+ACCESS: Mapping[Role, Mapping[Kind, tuple[Access, Access]]] = {
+    Role.ADMIN: {kind: (_A, _A) for kind in Kind},
+    Role.AUDITOR: {kind: (_A, _N) for kind in Kind},
+    Role.OPERATOR: {
+        Kind.TENANT: (_A, _N),
+        Kind.BADGE: (_A, _N),
+        Kind.KEY: (_N, _N),
+        Kind.BOOKING: (_A, _N),
+        Kind.TARIFF: (_N, _N),
+        Kind.COST_POOL: (_N, _N),
+        Kind.BILLING_SETTINGS: (_N, _N),
+        Kind.INVOICE: (_N, _N),
+    },
+    Role.TENANT: {
+        Kind.TENANT: (_O, _N),
+        Kind.BADGE: (_O, _N),
+        Kind.KEY: (_O, _N),
+        Kind.BOOKING: (_O, _O),
+        Kind.TARIFF: (_A, _N),
+        Kind.COST_POOL: (_N, _N),
+        Kind.BILLING_SETTINGS: (_N, _N),
+        Kind.INVOICE: (_O, _N),
+    },
+}
+
+
+def sees_money(principal: Principal) -> bool:
+    """Return whether principal may see money at all (prices, costs, amounts): every role but operator."""
+    return SEES_MONEY[principal.role]
+
+
+def owns(principal: Principal, tenant_id: str | None) -> bool:
+    """Return whether tenant_id is principal's own tenant (never for None, never for a key without a tenant)."""
+    return principal.tenant is not None and tenant_id is not None and tenant_id == principal.tenant
+
+
+def access(principal: Principal, kind: Kind, action: Action) -> Access:
+    """Return which objects of kind principal may act on."""
+    read, write = ACCESS[principal.role][kind]
+    return read if action is Action.READ else write
+
+
+def may(principal: Principal, kind: Kind, action: Action, tenant_id: str | None = None) -> bool:
+    """Return whether principal may act on an object of kind owned by tenant_id (None: an object of no tenant)."""
+    granted = access(principal, kind, action)
+    if granted is Access.ALL:
+        return True
+    return granted is Access.OWN and owns(principal, tenant_id)
+
+
+def listing_tenant(principal: Principal, kind: Kind) -> str | None:
+    """The tenant a listing of kind is cut to (a tenant key's own), None: every object. Call after checking access."""
+    return principal.tenant if access(principal, kind, Action.READ) is Access.OWN else None
+
+
+def booking_changeable(principal: Principal, start_ms: int, now_ms: int) -> bool:
+    """Return whether principal may create, move or delete a booking starting at start_ms (of a kind it may write).
+
+    A tenant only before the booking starts: a booking that has begun is billed (booked minimum, no-show), and
+    nothing a tenant sends may change its own bill. The admin corrects past bookings.
+    """
+    if principal.role is Role.ADMIN:
+        return True
+    return start_ms > now_ms
+
+
+def can_read_invoice(principal: Principal, invoice_tenant: str) -> bool:
+    """Return whether principal may read an invoice of invoice_tenant (admin, auditor: all; tenant: own)."""
+    return may(principal, Kind.INVOICE, Action.READ, invoice_tenant)
+
+
+def can_manage_invoices(principal: Principal) -> bool:
+    """Return whether principal may draft, finalize and void invoices (admin only)."""
+    return access(principal, Kind.INVOICE, Action.WRITE) is Access.ALL

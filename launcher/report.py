@@ -44,6 +44,7 @@ def _fail(message: str) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from api import analytics
+    from api.core.owners import Owners
     from api.params import GROUP_KEYS
     from launcher.tables import render
     from launcher.wirefile import read_wire_file
@@ -85,14 +86,18 @@ def _run(args: argparse.Namespace) -> int:
         print(f"  {line}", file=sys.stderr)
     store = MemoryStore()
     store.write(wire.points)
-    data = analytics.window(store, site, start_ms, end_ms, machines=machines)
+    owners = Owners.always(site.badge_owner())
+    data = analytics.window(store, site, start_ms, end_ms, machines=machines, owners=owners)
     rows: list[dict[str, Any]]
     if args.what == "oee":
-        rows = [analytics.oee_dict(r) for r in analytics.oee_rows(site, data, group_by=keys, tenant=args.tenant)]
+        rows = [
+            analytics.oee_dict(r)
+            for r in analytics.oee_rows(site, data, group_by=keys, owners=owners, tenant=args.tenant)
+        ]
     else:
         rows = [
             analytics.usage_dict(r)
-            for r in analytics.usage_rows(site, data)
+            for r in analytics.usage_rows(site, data, owners)
             if args.tenant is None or r.tenant == args.tenant
         ]
     sys.stdout.write(render(rows, args.format))

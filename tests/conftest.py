@@ -69,3 +69,25 @@ def fresh_influxdb() -> Iterator[InfluxDB]:
     yield server
     server.stop()
     shutil.rmtree(workdir, ignore_errors=True)
+
+
+PG_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def business_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database URL for the business schema: a SQLite file, or a PostgreSQL database of its own."""
+    import psycopg
+
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'business.db'}"
+        return
+    name = f"test_{uuid.uuid4().hex[:16]}"
+    try:
+        with psycopg.connect(PG_DSN, autocommit=True) as admin:
+            admin.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.OperationalError as exc:
+        pytest.fail(f"PostgreSQL {PG_DSN!r} not reachable ({exc}); start it (./dev test does)")
+    yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    with psycopg.connect(PG_DSN, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

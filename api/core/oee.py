@@ -29,6 +29,7 @@ from types import MappingProxyType
 from typing import Literal, Protocol
 
 from api.core.counters import Anomaly
+from api.core.owners import OwnerBook, owner_at
 from api.core.pieces import MIN_CONTEXT_MS, STOPPED, Piece
 from api.core.timeline import UNKNOWN
 
@@ -236,7 +237,7 @@ def oee(
     ideal_cycle_ms: IdealCycle,
     labels: Labels | None = None,
     loss_map: LossMap | None = None,
-    badge_owner: Mapping[int, str] | None = None,
+    badge_owner: OwnerBook | None = None,
     group_by: Sequence[str] = ("machine",),
     basis: Basis | None = None,
     tenant: str | None = None,
@@ -292,7 +293,7 @@ def oee(
     stretches: dict[str, set[int]] = {}
     for piece in pieces:
         stretches.setdefault(piece.machine, set()).add(piece.at_ms)
-        owner = owners.get(piece.badge) if piece.badge else None
+        owner = owner_at(owners, piece.badge, piece.at_ms) if piece.badge else None
         in_session = piece.known and piece.badge != 0
         if tenant is not None and not (in_session and owner == tenant):
             continue

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import bisect
 import itertools
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from api.core.counters import Counts
 from api.core.oee import IdealCycle, LossMap, OeeRow, oee
+from api.core.owners import OwnerBook, as_owners, owner_at
 from api.core.pieces import STOPPED, Piece, pieces
 from api.core.timeline import UNKNOWN, Increment, Timeline, sum_counts
 
@@ -93,9 +94,9 @@ class Session:
         return self.end_ms - self.start_ms
 
 
-def tenant_of(badge: int, badge_owner: Mapping[int, str]) -> str | None:
-    """Return the tenant of a badge, None for badges no tenant owns (never a placeholder name)."""
-    return badge_owner.get(badge)
+def tenant_of(badge: int, badge_owner: OwnerBook, at_ms: int = 0) -> str | None:
+    """Return the tenant of a badge (at at_ms), None for badges no tenant owns (never a placeholder name)."""
+    return owner_at(badge_owner, badge, at_ms)
 
 
 def no_ideal_cycle(machine: str, job: str | None) -> int | None:
@@ -105,7 +106,7 @@ def no_ideal_cycle(machine: str, job: str | None) -> int | None:
 
 def sessions(
     timeline: Timeline,
-    badge_owner: Mapping[int, str],
+    badge_owner: OwnerBook,
     *,
     machine: str = "",
     ideal_cycle_ms: IdealCycle | None = None,
@@ -117,16 +118,22 @@ def sessions(
     to the interval holding just before ts (see api.core.timeline). Its breakdown and OEE come from the timeline's
     pieces (api.core.pieces) between its start and end.
     """
+    book = as_owners(badge_owner)
     runs: list[tuple[int, int, int, int]] = []  # badge, start, end, running ms
     for interval in timeline.intervals:
         if not interval.known or interval.badge == 0:
             continue
-        running = interval.duration_ms if interval.state == "RUNNING" else 0
-        if runs and runs[-1][0] == interval.badge and runs[-1][2] == interval.start_ms:
-            badge, start, _end, run_ms = runs[-1]
-            runs[-1] = (badge, start, interval.end_ms, run_ms + running)
-        else:
-            runs.append((interval.badge, interval.start_ms, interval.end_ms, running))
+        # A badge that moves to another tenant inside the interval ends one tenant's session there.
+        transfers = book.transfers(interval.start_ms - 1, interval.end_ms, interval.badge)
+        edges = [interval.start_ms, *(t for t in transfers if t > interval.start_ms), interval.end_ms]
+        for lo, hi in itertools.pairwise(edges):
+            running = hi - lo if interval.state == "RUNNING" else 0
+            joins = runs and runs[-1][0] == interval.badge and runs[-1][2] == lo and lo not in transfers
+            if joins:
+                badge, start, _end, run_ms = runs[-1]
+                runs[-1] = (badge, start, hi, run_ms + running)
+            else:
+                runs.append((interval.badge, lo, hi, running))
     out: list[Session] = []
     if not runs:
         return out
@@ -165,7 +172,7 @@ def sessions(
         )
         out.append(
             Session(
-                tenant_of(badge, badge_owner),
+                book.at(badge, start),
                 badge,
                 start,
                 end,

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from api.core.counters import Anomaly, Counts
 from api.core.oee import IdealCycle, LossMap, OeeRow, oee
+from api.core.owners import OwnerBook, owner_at
 from api.core.pieces import Piece, pieces
 from api.core.sessions import Breakdown, breakdown, no_ideal_cycle
 from api.core.timeline import Timeline, cut, sum_counts
@@ -51,7 +52,7 @@ class MachineTotals:
 
 def usage_from_pieces(
     of: Iterable[Piece],
-    badge_owner: Mapping[int, str],
+    badge_owner: OwnerBook,
     *,
     ideal_cycle_ms: IdealCycle | None = None,
     loss_map: LossMap | None = None,
@@ -69,7 +70,7 @@ def usage_from_pieces(
         if piece.known:
             seen[1] += piece.duration_ms
         if piece.known and piece.badge != 0:
-            acc.setdefault((badge_owner.get(piece.badge), piece.machine), []).append(piece)
+            acc.setdefault((owner_at(badge_owner, piece.badge, piece.at_ms), piece.machine), []).append(piece)
     figures = {
         (row.machine, row.tenant): row
         for row in oee(
@@ -107,7 +108,7 @@ def usage_from_pieces(
 
 def usage(
     timelines: Mapping[str, Timeline],
-    badge_owner: Mapping[int, str],
+    badge_owner: OwnerBook,
     start_ms: int,
     end_ms: int,
     *,

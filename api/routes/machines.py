@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from fastapi import APIRouter
 
 from api.core import sessions
+from api.core.owners import OwnerBook
 from api.core.timeline import DARK_STATUSES, UNKNOWN
-from api.deps import MachineDep, NowDep, PrincipalDep, SiteDep, StoreDep, WindowDep
+from api.deps import DirectoryDep, MachineDep, NowDep, PrincipalDep, SiteDep, StoreDep, WindowDep
 from api.models import (
     CountersPublic,
     CountsPublic,
@@ -71,7 +70,7 @@ def machine_view(
     sample: Row | None,
     status: Row | None,
     now_ms: int,
-    badge_owner: Mapping[int, str],
+    badge_owner: OwnerBook,
 ) -> MachineView:
     """Return what the store says of a machine now, unmasked (mask_machine decides what a caller sees)."""
     fields = sample.fields if sample is not None else {}
@@ -83,7 +82,7 @@ def machine_view(
         state=(last_state or UNKNOWN) if link == "online" else UNKNOWN,
         last_state=last_state,
         last_seen_ms=sample.ts_ms if sample is not None else None,
-        occupancy=Occupancy.of(_int(fields.get("badge")), badge_owner),
+        occupancy=Occupancy.of(_int(fields.get("badge")), badge_owner, sample.ts_ms if sample is not None else now_ms),
         job=_str(fields.get("job")),
         stop_reason=_int(fields.get("stop_reason")),
         counters=Counters(
@@ -96,12 +95,14 @@ def machine_view(
 
 
 @router.get("")
-def list_machines(site: SiteDep, store: StoreDep, principal: PrincipalDep, now: NowDep) -> MachinesPublic:
+def list_machines(
+    site: SiteDep, store: StoreDep, principal: PrincipalDep, now: NowDep, directory: DirectoryDep
+) -> MachinesPublic:
     """Return every configured machine's latest state, occupant and counters, as far as the caller may see them."""
     now_ms = int(now.timestamp() * 1000)
     latest = store.latest(site.site.id)
     statuses = store.latest_statuses(site.site.id)
-    owners = site.badge_owner()
+    owners = directory.owners
     out: list[MachinePublic] = []
     for machine in site.machines:
         raw = machine_view(site, machine, latest.get(machine.id), statuses.get(machine.id), now_ms, owners)
@@ -136,12 +137,17 @@ def list_machines(site: SiteDep, store: StoreDep, principal: PrincipalDep, now: 
 
 @router.get("/{machine_id}/timeline", responses={404: {"description": "unknown machine"}})
 def machine_timeline(
-    site: SiteDep, store: StoreDep, principal: PrincipalDep, machine: MachineDep, window: WindowDep
+    site: SiteDep,
+    store: StoreDep,
+    principal: PrincipalDep,
+    machine: MachineDep,
+    window: WindowDep,
+    directory: DirectoryDep,
 ) -> TimelinePublic:
     """Return a machine's state intervals in [from, to), UNKNOWN where data is missing, with coverage."""
     raw = raw_timeline(store, site, machine, window.start_ms, window.end_ms)
     timeline = raw.timeline
-    owners = site.badge_owner()
+    owners = directory.owners
     views = mask_intervals(
         principal,
         (
@@ -149,7 +155,7 @@ def machine_timeline(
                 i.start_ms,
                 i.end_ms,
                 i.state,
-                Occupancy.of(i.badge, owners),
+                Occupancy.of(i.badge, owners, i.start_ms),
                 job=i.job,
                 stop_reason=i.stop_reason,
                 reason=i.reason,

@@ -7,7 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, Request, status
 
 from api import analytics
-from api.deps import PrincipalDep, RollupsDep, SiteDep, StoreDep, WindowDep, get_machine
+from api.deps import DirectoryDep, PrincipalDep, RollupsDep, SiteDep, StoreDep, WindowDep, get_machine
+from api.directory import Directory
 from api.models import OeePublic, OeeRowPublic, utc
 from api.params import MAX_PARAM_CHARS, invalid, parse_group_by
 from api.policy import NotVisible, figures_tenant
@@ -29,10 +30,10 @@ def chosen_machines(site: SiteConfig, machine: str | None) -> list[Machine]:
     return list(site.machines) if machine is None else [get_machine(site, machine)]
 
 
-def chosen_tenant(site: SiteConfig, principal: PrincipalDep, tenant: str | None) -> str | None:
+def chosen_tenant(directory: Directory, principal: PrincipalDep, tenant: str | None) -> str | None:
     """The tenant whose sessions the figures cover (policy.figures_tenant); 404 for one not the caller's to see."""
     try:
-        return figures_tenant(principal, tenant, (t.id for t in site.tenants))
+        return figures_tenant(principal, tenant, directory.tenants)
     except NotVisible:
         shown = tenant if tenant is not None and is_valid_id(tenant) else (tenant or "")[:64].encode("unicode_escape")
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"tenant {shown!r} not found") from None
@@ -46,6 +47,7 @@ def get_oee(
     principal: PrincipalDep,
     window: WindowDep,
     rollups: RollupsDep,
+    directory: DirectoryDep,
     machine: Annotated[str | None, Query(max_length=MAX_PARAM_CHARS, description="only this machine")] = None,
     tenant: Annotated[
         str | None, Query(max_length=MAX_PARAM_CHARS, description="only this tenant's sessions (session basis)")
@@ -60,9 +62,12 @@ def get_oee(
         single(request, name)
     keys = parse_group_by(group_by)
     machines = chosen_machines(site, machine)
-    scope = chosen_tenant(site, principal, tenant)
-    data = analytics.window(store, site, window.start_ms, window.end_ms, machines=machines, rollups=rollups)
-    rows = analytics.oee_rows(site, data, group_by=keys, tenant=scope)
+    scope = chosen_tenant(directory, principal, tenant)
+    owners = directory.owners
+    data = analytics.window(
+        store, site, window.start_ms, window.end_ms, machines=machines, rollups=rollups, owners=owners
+    )
+    rows = analytics.oee_rows(site, data, group_by=keys, owners=owners, tenant=scope)
     return OeePublic(
         from_=utc(window.start_ms),
         to=utc(window.end_ms),

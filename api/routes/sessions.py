@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request
 
 from api import analytics
 from api.core.sessions import sessions
-from api.deps import PrincipalDep, SiteDep, StoreDep, WindowDep
+from api.deps import DirectoryDep, PrincipalDep, SiteDep, StoreDep, WindowDep
 from api.models import BreakdownPublic, OeeRowPublic, SessionPublic, SessionsPublic, utc
 from api.params import MAX_PARAM_CHARS
 from api.policy import visible_rows
@@ -25,6 +25,7 @@ def get_sessions(
     store: StoreDep,
     principal: PrincipalDep,
     window: WindowDep,
+    directory: DirectoryDep,
     machine: Annotated[str | None, Query(max_length=MAX_PARAM_CHARS, description="only this machine")] = None,
     tenant: Annotated[str | None, Query(max_length=MAX_PARAM_CHARS, description="only this tenant's")] = None,
 ) -> SessionsPublic:
@@ -32,8 +33,8 @@ def get_sessions(
     for name in ("machine", "tenant"):
         single(request, name)
     machines = chosen_machines(site, machine)
-    scope = chosen_tenant(site, principal, tenant)
-    owners = site.badge_owner()
+    scope = chosen_tenant(directory, principal, tenant)
+    owners = directory.owners
     cycles, losses = analytics.ideal_cycles(site), analytics.loss_map(site)
     found = []
     for m in machines:

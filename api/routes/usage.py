@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from api import analytics
-from api.deps import PrincipalDep, RollupsDep, SiteDep, StoreDep, WindowDep
+from api.deps import DirectoryDep, PrincipalDep, RollupsDep, SiteDep, StoreDep, WindowDep
 from api.models import AnomalyPublic, CountsPublic, MachineTotalsPublic, UsagePublic, UsageRowPublic, utc
 from api.policy import can_see_machine_totals, visible_rows
 
@@ -14,13 +14,19 @@ router = APIRouter(tags=["usage"])
 
 @router.get("/usage")
 def get_usage(
-    site: SiteDep, store: StoreDep, principal: PrincipalDep, window: WindowDep, rollups: RollupsDep
+    site: SiteDep,
+    store: StoreDep,
+    principal: PrincipalDep,
+    window: WindowDep,
+    rollups: RollupsDep,
+    directory: DirectoryDep,
 ) -> UsagePublic:
     """Return usage rows in [from, to); tenant keys get only their own tenant's rows and no machine totals."""
-    data = analytics.window(store, site, window.start_ms, window.end_ms, rollups=rollups)
+    owners = directory.owners
+    data = analytics.window(store, site, window.start_ms, window.end_ms, rollups=rollups, owners=owners)
     rows = [
         UsageRowPublic(**analytics.usage_dict(row))
-        for row in visible_rows(principal, analytics.usage_rows(site, data))
+        for row in visible_rows(principal, analytics.usage_rows(site, data, owners))
     ]
     machines = []
     if can_see_machine_totals(principal):

@@ -1,0 +1,1 @@
+"""Billing core: usage records, tariffs and cost pools in, charge lines and invoice documents out. Pure, integer money."""
