@@ -42,15 +42,85 @@ def _fail(message: str) -> int:
     return 2
 
 
+def _read_samples(path: Path, site: Any, now_ms: int) -> Any:
+    """The wire file's points in a MemoryStore; what was refused goes to stderr."""
+    from launcher.wirefile import read_wire_file
+    from shopfloor.memstore import MemoryStore
+
+    wire = read_wire_file(path, site, now_ms)
+    refused = sum(wire.refused.values())
+    kinds = ", ".join(f"{k} {n}" for k, n in sorted(wire.refused.items()))
+    print(f"{path}: {wire.messages} messages, {refused} refused{f' ({kinds})' if kinds else ''}", file=sys.stderr)
+    for line in wire.errors:
+        print(f"  {line}", file=sys.stderr)
+    store = MemoryStore()
+    store.write(wire.points)
+    return store
+
+
+def _invoice(args: argparse.Namespace) -> int:
+    """`shopfloor report invoice`: a period's charges recomputed offline from samples and billing.yaml."""
+    from api import invoicing
+    from api.billing import PeriodError, period_of, zone
+    from api.core.billing import document, export
+    from api.core.billing.charging import BillingError
+    from api.db.billingfile import load_billing, to_core
+    from shopfloor.config import load_site
+
+    if args.billing is None or args.period is None:
+        return _fail("invoice needs --billing FILE and --period YYYY-MM")
+    args.format = args.format or "json"
+    site = load_site(args.site)
+    try:
+        period = period_of(args.period, site.site.timezone)
+    except PeriodError as exc:
+        return _fail(f"--period: {exc}")
+    setup = to_core(load_billing(args.billing, zone(site)), zone(site))
+    if args.tenant is not None and args.tenant not in setup.tenants:
+        return _fail(f"--tenant {args.tenant!r} is not a tenant in {args.billing}")
+    if args.format == "pdf" and args.tenant is None:
+        return _fail("--format pdf prints one tenant's invoice: give --tenant")
+    if args.format == "table":
+        return _fail("invoice: --format is json, csv or pdf")
+    try:
+        store = _read_samples(args.samples, site, max(int(time.time() * 1000), period.end_ms))
+    except OSError as exc:
+        return _fail(f"cannot read {args.samples}: {exc.strerror or exc}")
+    try:
+        computed = invoicing.compute(
+            store, site, setup, period.name, tenants=setup.tenants, facility_name=setup.facility_name
+        )
+    except BillingError as exc:
+        return _fail(f"cannot charge {period.name}: {exc}")
+    doc: Any
+    if args.tenant is None:
+        doc = document.report_document(computed.inputs, computed.charges)
+    else:
+        doc = computed.documents.get(args.tenant)
+        if doc is None:
+            return _fail(f"tenant {args.tenant!r} has nothing to bill in {period.name}")
+    if args.format == "json":
+        out = export.to_json(doc)
+    elif args.format == "csv":
+        out = export.to_csv(doc, args.lang, time_zone=site.site.timezone)
+    else:
+        out = invoicing.pdf(doc, args.lang)
+    sys.stdout.buffer.write(out)
+    sys.stdout.flush()
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
+    if args.what == "invoice":
+        return _invoice(args)
+    if args.from_ is None or args.to is None:
+        return _fail(f"{args.what} needs --from and --to")
     from api import analytics
     from api.core.owners import Owners
     from api.params import GROUP_KEYS
     from launcher.tables import render
-    from launcher.wirefile import read_wire_file
     from shopfloor.config import load_site
     from shopfloor.contracts import MAX_TS_MS, MIN_TS_MS
-    from shopfloor.memstore import MemoryStore
 
     try:
         start_ms = parse_instant("--from", args.from_)
@@ -74,18 +144,9 @@ def _run(args: argparse.Namespace) -> int:
         return _fail(f"--tenant {args.tenant!r} is not a tenant of site {site.site.id!r}")
     now_ms = max(int(time.time() * 1000), end_ms)
     try:
-        wire = read_wire_file(args.samples, site, now_ms)
+        store = _read_samples(args.samples, site, now_ms)
     except OSError as exc:
         return _fail(f"cannot read {args.samples}: {exc.strerror or exc}")
-    refused = sum(wire.refused.values())
-    kinds = ", ".join(f"{k} {n}" for k, n in sorted(wire.refused.items()))
-    print(
-        f"{args.samples}: {wire.messages} messages, {refused} refused{f' ({kinds})' if kinds else ''}", file=sys.stderr
-    )
-    for line in wire.errors:
-        print(f"  {line}", file=sys.stderr)
-    store = MemoryStore()
-    store.write(wire.points)
     owners = Owners.always(site.badge_owner())
     data = analytics.window(store, site, start_ms, end_ms, machines=machines, owners=owners)
     rows: list[dict[str, Any]]
@@ -100,7 +161,9 @@ def _run(args: argparse.Namespace) -> int:
             for r in analytics.usage_rows(site, data, owners)
             if args.tenant is None or r.tenant == args.tenant
         ]
-    sys.stdout.write(render(rows, args.format))
+    if args.format == "pdf":
+        return _fail(f"{args.what}: --format is json, csv or table")
+    sys.stdout.write(render(rows, args.format or "table"))
     return 0
 
 
@@ -116,14 +179,19 @@ def add_parser(sub: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_common(p)
-    p.add_argument("what", choices=["oee", "usage"], help="which figures")
+    p.add_argument("what", choices=["oee", "usage", "invoice"], help="which figures")
     p.add_argument("--samples", type=Path, required=True, help="JSON lines of wire messages (simulate --replay --out)")
-    p.add_argument("--from", dest="from_", required=True, help="window start, ISO 8601 with offset")
-    p.add_argument("--to", required=True, help="window end, ISO 8601 with offset")
+    p.add_argument("--from", dest="from_", default=None, help="oee, usage: window start, ISO 8601 with offset")
+    p.add_argument("--to", default=None, help="oee, usage: window end, ISO 8601 with offset")
+    p.add_argument("--billing", type=Path, default=None, help="invoice: billing.yaml (tenants, tariffs, ...)")
+    p.add_argument("--period", default=None, help="invoice: the month, YYYY-MM (site time zone)")
+    p.add_argument("--lang", choices=["en", "id"], default="en", help="invoice: language of csv/pdf labels")
     p.add_argument("--machine", default=None, help="only this machine")
     p.add_argument("--tenant", default=None, help="only this tenant's sessions (OEE on the session basis)")
     p.add_argument(
         "--group-by", default=None, help="oee: comma-separated machine,tenant,job,shift,day (default machine)"
     )
-    p.add_argument("--format", choices=["json", "csv", "table"], default="table", help="output (default: table)")
+    p.add_argument(
+        "--format", choices=["json", "csv", "table", "pdf"], default=None, help="output (default: table; invoice: json)"
+    )
     p.set_defaults(func=_run)

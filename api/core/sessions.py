@@ -87,6 +87,7 @@ class Session:
     counts: Counts
     breakdown: Breakdown = field(default=Breakdown())
     oee: OeeRow | None = None  # on the session basis; None only for a session no piece lies in
+    pieces: tuple[Piece, ...] = field(default=(), compare=False, repr=False)  # its known pieces (billing reads them)
 
     @property
     def duration_ms(self) -> int:
@@ -180,6 +181,7 @@ def sessions(
                 counts,
                 breakdown(own),
                 figures[0] if figures else None,
+                tuple(own),
             )
         )
     return out

@@ -28,7 +28,7 @@ def imported_roots(path: Path) -> set[str]:
     return roots
 
 
-@pytest.mark.parametrize("path", sorted(CORE.glob("*.py")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted(CORE.rglob("*.py")), ids=lambda p: str(p.relative_to(CORE)))
 def test_core_imports_only_stdlib(path: Path) -> None:
     allowed = {"api", "shopfloor", "__future__"}
     foreign = {r for r in imported_roots(path) if r not in sys.stdlib_module_names and r not in allowed}

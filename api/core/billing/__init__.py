@@ -1,1 +1,1 @@
-"""Billing core: usage records, tariffs and cost pools in, charge lines and invoice documents out. Pure, integer money."""
+"""Billing core: usage records, tariffs and cost pools in; charge lines and invoice documents out (integer money)."""
