@@ -11,6 +11,7 @@ def _run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from api.app import create_app
+    from api.db.engine import DbError, check_current, open_engine, sessions
     from api.rollups.cli import default_db_url
     from api.rollups.job import start_rollup_thread
     from api.rollups.store import RollupError, RollupStore
@@ -19,12 +20,20 @@ def _run(args: argparse.Namespace) -> int:
     from shopfloor.settings import Settings
 
     site = load_site(args.site)
+    url = args.db_url or default_db_url()
+    if args.db_url is None and Settings().db_url is None:
+        Settings().data_dir.mkdir(parents=True, exist_ok=True)  # the default: a SQLite file in the data dir
+    # The business DB (tenants, badges, keys, tariffs, invoices) must be migrated: refuse to serve otherwise.
+    try:
+        engine = open_engine(url)
+        check_current(engine)
+    except DbError as exc:
+        print(f"shopfloor api: {exc}", file=sys.stderr)
+        return 2
     rollups: RollupStore | None = None
     if not args.no_rollups:
-        if args.db_url is None and Settings().db_url is None:
-            Settings().data_dir.mkdir(parents=True, exist_ok=True)  # the default: a SQLite file in the data dir
         try:
-            rollups = RollupStore(args.db_url or default_db_url())
+            rollups = RollupStore(url)
         except RollupError as exc:
             print(f"shopfloor api: {exc}", file=sys.stderr)
             return 2
@@ -33,13 +42,14 @@ def _run(args: argparse.Namespace) -> int:
     ) as store:
         stop = start_rollup_thread(store, rollups, site, interval_s=args.rollup_interval) if rollups else None
         try:
-            app = create_app(site, store, rollups=rollups)
+            app = create_app(site, store, rollups=rollups, db=sessions(engine))
             uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level.lower())
         finally:
             if stop is not None:
                 stop()
             if rollups is not None:
                 rollups.close()
+            engine.dispose()
     return 0
 
 
@@ -49,10 +59,11 @@ def add_parser(sub: Any) -> None:
 
     p = sub.add_parser(
         "api",
-        help="serve the HTTP API (machines, timelines, usage, OEE) from InfluxDB",
+        help="serve the HTTP API (machines, timelines, usage, OEE, invoices) from InfluxDB",
         description="Serve the Shopfloor HTTP API: GET /healthz, /v1/machines, /v1/machines/{id}/timeline, "
-        "/v1/usage and /v1/oee. Every /v1 route needs an API key (Authorization: Bearer ...) listed, hashed, in "
-        "the site file. Closed hours are rolled up in the business DB in the background (see `shopfloor rollup`).",
+        "/v1/usage, /v1/oee, /v1/sessions, /v1/invoices and the admin routes. Every /v1 route needs an API key "
+        "(Authorization: Bearer ...) from the business DB (`shopfloor db key create`), which must be migrated "
+        "(`shopfloor db upgrade`). Closed hours are rolled up in the same DB in the background (`shopfloor rollup`).",
     )
     add_common(p)
     add_influx(p)
@@ -61,7 +72,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--db-url",
         default=None,
-        help="SQLAlchemy URL of the business DB holding roll-ups (default: SHOPFLOOR_DB_URL, else "
+        help="SQLAlchemy URL of the business DB (tenants, keys, invoices, roll-ups) (default: SHOPFLOOR_DB_URL, else "
         "sqlite:///<data dir>/shopfloor.db)",
     )
     p.add_argument("--rollup-interval", type=float, default=60.0, help="seconds between roll-up steps (default 60)")

@@ -10,7 +10,8 @@ from fastapi import Depends, HTTPException, Query, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.directory import Directory, load_directory, lookup_key
+from api.db.repo import principal_for_key
+from api.directory import Directory, load_directory
 from api.figures import RollupReader
 from api.params import MAX_PARAM_CHARS, Window, invalid, parse_window
 from api.policy import Principal, Role
@@ -78,7 +79,7 @@ def current_principal(
     if credentials is None:
         raise _unauthorized("missing API key: send 'Authorization: Bearer <key>'")
     presented = credentials.credentials
-    found = lookup_key(db, presented, int(now.timestamp() * 1000)) if len(presented) <= MAX_KEY_CHARS else None
+    found = principal_for_key(db, presented, int(now.timestamp() * 1000)) if len(presented) <= MAX_KEY_CHARS else None
     if found is None:
         raise _unauthorized("invalid API key")
     # The DB's role names are the policy's (a unit test checks every one maps).

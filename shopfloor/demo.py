@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from shopfloor.config import ApiKey, Role, SiteConfig, load_site
+from shopfloor.config import ApiKey, Role, SiteConfig, default_site_path, load_site
 from shopfloor.influx import InfluxStore
 from shopfloor.keys import hash_key, new_key
 from shopfloor.mqtt import MqttSettings
@@ -93,9 +93,31 @@ def _banner(api_url: str, keys: DemoKeys, mqtt: str, influx: str, influx_db: str
     return "\n".join(lines)
 
 
+def business_db(url: str, site: SiteConfig) -> Any:
+    """Migrate the demo's business DB and import the site's tenants and keys and the example billing data."""
+    from api.db import migrate, repo
+    from api.db.billingfile import load_billing, parse_billing
+    from api.db.engine import open_engine, sessions
+    from shopfloor.calendar import zone_of
+
+    migrate.upgrade(url)
+    engine = open_engine(url)
+    zone = zone_of(site.site.timezone)
+    plant = parse_billing(site.model_dump(mode="json", include={"site", "tenants", "api_keys"}), source="site")
+    with sessions(engine)() as session:
+        repo.import_billing(session, plant, now_ms=int(time.time() * 1000), zone=zone)
+        repo.import_billing(session, load_billing(EXAMPLE_BILLING, zone), now_ms=int(time.time() * 1000), zone=zone)
+        session.commit()
+    return engine
+
+
+EXAMPLE_BILLING = default_site_path().parent / "billing.yaml"
+
+
 async def run_demo(args: argparse.Namespace) -> int:
     """Start every component, print where they are, run until interrupted or --duration ends."""
     from api.app import create_app
+    from api.db.engine import sessions as db_sessions
     from api.rollups.job import start_rollup_thread
     from api.rollups.store import RollupStore, default_url
     from api.server import serve
@@ -147,9 +169,11 @@ async def run_demo(args: argparse.Namespace) -> int:
 
         port = args.port if args.port and _port_free(args.host, args.port) else free_port()
         # Closed hours are rolled up in the background, as `shopfloor api` does (a demo running for hours shows it).
+        # The business DB (tenants, badges, keys, tariffs, invoices) and the roll-ups share one SQLite file.
+        db_engine = business_db(default_url(workdir), site)
         rollups = RollupStore(default_url(workdir))
         stop_rollups = start_rollup_thread(store, rollups, site)
-        app = create_app(site, InfluxStore(influx_url, args.influx_db), rollups=rollups)
+        app = create_app(site, InfluxStore(influx_url, args.influx_db), rollups=rollups, db=db_sessions(db_engine))
         server, thread = serve(app, args.host, port)
         api_url = f"http://{args.host}:{port}"
         print(_banner(api_url, keys, mqtt_url, influx_url, args.influx_db, workdir), flush=True)
@@ -177,6 +201,7 @@ async def run_demo(args: argparse.Namespace) -> int:
         thread.join(10)
         stop_rollups()
         rollups.close()
+        db_engine.dispose()
         if args.ground_truth:
             Path(args.ground_truth).write_text(sim.ground_truth().to_json())
             print(f"ground truth written to {args.ground_truth}")

@@ -16,7 +16,7 @@ import pytest
 from api.app import create_app
 from api.server import ServerError, serve, stop
 from shopfloor.cli import build_parser
-from shopfloor.config import ApiKey, Role, SiteConfig
+from shopfloor.config import ApiKey, Role, SiteConfig, default_site_path
 from shopfloor.influx import InfluxStore, Point
 from shopfloor.keys import hash_key
 from shopfloor.services import InfluxDB, free_port
@@ -105,8 +105,23 @@ def test_shopfloor_api_command_serves(influxdb: InfluxDB, influx_store: InfluxSt
         "--log-level",
         "WARNING",
     ]
-    # The roll-ups' default database is a SQLite file in the data dir, which the command creates if missing.
+    # The business DB's default is a SQLite file in the data dir, which the command creates if missing; it must be
+    # migrated before the API serves from it.
     env = {**os.environ, "SHOPFLOOR_DATA_DIR": str(tmp_path / "data")}
+    refused = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60)
+    assert refused.returncode == 2
+    assert "is not migrated" in refused.stderr and "shopfloor db upgrade" in refused.stderr, refused.stderr
+
+    def shopfloor(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "shopfloor.cli", *args], capture_output=True, text=True, env=env, timeout=60
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    shopfloor("db", "upgrade")
+    shopfloor("db", "import", str(default_site_path()))
+    key = shopfloor("db", "key", "create", "--name", "ops", "--role", "operator").strip().splitlines()[-1]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
     try:
         deadline = time.monotonic() + 20
@@ -120,6 +135,8 @@ def test_shopfloor_api_command_serves(influxdb: InfluxDB, influx_store: InfluxSt
                 time.sleep(0.1)
         assert resp.json() == {"status": "ok", "store": True}
         assert httpx.get(f"http://127.0.0.1:{port}/v1/usage", timeout=5).status_code == 401
+        auth = {"Authorization": f"Bearer {key}"}
+        assert httpx.get(f"http://127.0.0.1:{port}/v1/machines", headers=auth, timeout=10).status_code == 200
         assert (tmp_path / "data" / "shopfloor.db").is_file()
     finally:
         proc.terminate()
