@@ -13,25 +13,37 @@ import pytest
 
 from api.core import Counts, UsageRow, build_timeline, sessions
 from api.policy import (
+    ACCESS,
     HIDDEN,
     NOBODY,
     SCOPES,
     TENANT_FIELDS,
+    Access,
+    Action,
     Counters,
     Field,
     IntervalView,
+    Kind,
     MachineView,
     Occupancy,
     Principal,
     Relation,
     Role,
     TotalsScope,
+    access,
+    booking_changeable,
+    can_manage_invoices,
+    can_read_invoice,
     can_see_machine_totals,
     can_see_tenant,
+    listing_tenant,
     mask_interval,
     mask_intervals,
     mask_machine,
+    may,
+    owns,
     relation,
+    sees_money,
     timeline_figures,
     visible_fields,
     visible_rows,
@@ -405,3 +417,140 @@ def test_visible_rows_takes_the_core_usage_rows() -> None:
     rows = [row("acme"), row("batik"), row("acme", "cnc-02")]
     assert visible_rows(ACME, rows) == [rows[0], rows[2]]
     assert visible_rows(OPERATOR, iter(rows)) == rows
+
+
+# -- admin objects and invoices: role x kind x action x owner -------------------------------------------------------
+
+BATIK = Principal("batik-portal", Role.TENANT, "batik")
+R, W = Action.READ, Action.WRITE
+NO, OWN_T, ALL_T = Access.NONE, Access.OWN, Access.ALL
+
+# (kind, admin, operator, auditor, tenant) as (read, write). Admin: all; auditor: reads all, writes nothing;
+# operator: usage (tenants, badges, bookings), no keys, no money; tenant: its own, writing only its bookings.
+ACCESS_TABLE = [
+    (Kind.TENANT, (ALL_T, ALL_T), (ALL_T, NO), (ALL_T, NO), (OWN_T, NO)),
+    (Kind.BADGE, (ALL_T, ALL_T), (ALL_T, NO), (ALL_T, NO), (OWN_T, NO)),
+    (Kind.KEY, (ALL_T, ALL_T), (NO, NO), (ALL_T, NO), (OWN_T, NO)),
+    (Kind.BOOKING, (ALL_T, ALL_T), (ALL_T, NO), (ALL_T, NO), (OWN_T, OWN_T)),
+    (Kind.TARIFF, (ALL_T, ALL_T), (NO, NO), (ALL_T, NO), (ALL_T, NO)),  # the price list a tenant pays by
+    (Kind.COST_POOL, (ALL_T, ALL_T), (NO, NO), (ALL_T, NO), (NO, NO)),
+    (Kind.BILLING_SETTINGS, (ALL_T, ALL_T), (NO, NO), (ALL_T, NO), (NO, NO)),
+    (Kind.INVOICE, (ALL_T, ALL_T), (NO, NO), (ALL_T, NO), (OWN_T, NO)),
+]
+
+
+def test_access_table_covers_every_role_and_kind() -> None:
+    assert set(ACCESS) == set(Role)
+    assert all(set(kinds) == set(Kind) for kinds in ACCESS.values())
+    assert {row[0] for row in ACCESS_TABLE} == set(Kind)
+
+
+@pytest.mark.parametrize(("kind", "admin", "operator", "auditor", "tenant"), ACCESS_TABLE)
+def test_access_by_role_and_kind(
+    kind: Kind,
+    admin: tuple[Access, Access],
+    operator: tuple[Access, Access],
+    auditor: tuple[Access, Access],
+    tenant: tuple[Access, Access],
+) -> None:
+    for who, expected in ((ADMIN, admin), (OPERATOR, operator), (AUDITOR, auditor), (ACME, tenant)):
+        assert (access(who, kind, R), access(who, kind, W)) == expected, (who.role, kind)
+
+
+@pytest.mark.parametrize(
+    ("who", "kind", "action", "owner", "allowed"),
+    [
+        (ACME, Kind.BOOKING, W, "acme", True),
+        (ACME, Kind.BOOKING, W, "batik", False),  # another tenant's: answered as nonexistent
+        (ACME, Kind.BOOKING, W, None, False),  # an object of no tenant is never a tenant's own
+        (ACME, Kind.BOOKING, R, "ACME", False),  # ids compare exactly
+        (ACME, Kind.BADGE, R, "acme", True),
+        (ACME, Kind.BADGE, W, "acme", False),  # reading its own is not writing it
+        (ACME, Kind.TARIFF, R, None, True),
+        (ACME, Kind.COST_POOL, R, None, False),
+        (BATIK, Kind.KEY, R, "batik", True),
+        (BATIK, Kind.KEY, R, "acme", False),
+        (OPERATOR, Kind.BOOKING, R, "acme", True),
+        (OPERATOR, Kind.BOOKING, W, "acme", False),
+        (OPERATOR, Kind.TARIFF, R, None, False),
+        (AUDITOR, Kind.COST_POOL, R, None, True),
+        (AUDITOR, Kind.BOOKING, W, "acme", False),
+        (ADMIN, Kind.KEY, W, None, True),
+        (ADMIN, Kind.BOOKING, W, "batik", True),
+    ],
+)
+def test_may(who: Principal, kind: Kind, action: Action, owner: str | None, allowed: bool) -> None:
+    assert may(who, kind, action, owner) is allowed
+
+
+@pytest.mark.parametrize(
+    ("who", "tenant", "owned"),
+    [
+        (ACME, "acme", True),
+        (ACME, "batik", False),
+        (ACME, None, False),
+        (ACME, "", False),
+        (ADMIN, None, False),
+        (ADMIN, "acme", False),
+        (UNKNOWN_T, "unknown", True),
+    ],
+)
+def test_owns(who: Principal, tenant: str | None, owned: bool) -> None:
+    assert owns(who, tenant) is owned
+
+
+def test_money_is_never_the_operators() -> None:
+    assert [sees_money(p) for p in (ADMIN, OPERATOR, AUDITOR, ACME)] == [True, False, True, True]
+    # ...and every money kind is refused to the operator, read or write.
+    for kind in (Kind.TARIFF, Kind.COST_POOL, Kind.BILLING_SETTINGS, Kind.INVOICE):
+        assert (access(OPERATOR, kind, R), access(OPERATOR, kind, W)) == (NO, NO), kind
+
+
+@pytest.mark.parametrize(
+    ("who", "invoice_tenant", "readable"),
+    [
+        (ADMIN, "acme", True),
+        (AUDITOR, "batik", True),
+        (OPERATOR, "acme", False),  # usage yes, money no
+        (ACME, "acme", True),
+        (ACME, "batik", False),
+        (BATIK, "acme", False),
+        (UNKNOWN_T, "unknown", True),
+    ],
+)
+def test_can_read_invoice(who: Principal, invoice_tenant: str, readable: bool) -> None:
+    assert can_read_invoice(who, invoice_tenant) is readable
+
+
+def test_only_the_admin_manages_invoices() -> None:
+    assert [can_manage_invoices(p) for p in (ADMIN, OPERATOR, AUDITOR, ACME)] == [True, False, False, False]
+
+
+@pytest.mark.parametrize(
+    ("who", "kind", "cut_to"),
+    [
+        (ACME, Kind.BOOKING, "acme"),
+        (ACME, Kind.TARIFF, None),
+        (ADMIN, Kind.BOOKING, None),
+        (OPERATOR, Kind.BADGE, None),
+        (BATIK, Kind.KEY, "batik"),
+    ],
+)
+def test_listing_tenant(who: Principal, kind: Kind, cut_to: str | None) -> None:
+    assert listing_tenant(who, kind) == cut_to
+
+
+NOW_MS = 1_000_000
+
+
+@pytest.mark.parametrize(
+    ("who", "start_ms", "changeable"),
+    [
+        (ACME, NOW_MS + 1, True),  # not started yet
+        (ACME, NOW_MS, False),  # starts now: it has begun
+        (ACME, NOW_MS - 1, False),  # billed as booked: a tenant cannot undo it
+        (ADMIN, NOW_MS - 86_400_000, True),  # the admin corrects the past
+    ],
+)
+def test_booking_changeable(who: Principal, start_ms: int, changeable: bool) -> None:
+    assert booking_changeable(who, start_ms, NOW_MS) is changeable
