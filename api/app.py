@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from api.deps import current_principal
 from api.directory import memory_db
 from api.figures import RollupReader
-from api.routes import health, machines, oee, sessions, usage
+from api.routes import admin, health, invoices, machines, oee, sessions, usage
 from shopfloor.config import SiteConfig
 from shopfloor.store import StoreRejected, StoreUnavailable, TimeSeriesStore
 
@@ -86,6 +86,8 @@ def create_app(
     v1.include_router(usage.router)
     v1.include_router(oee.router)
     v1.include_router(sessions.router)
+    v1.include_router(invoices.router)
+    admin.include(v1)
     app.include_router(health.router)
     app.include_router(v1)
     return app

@@ -151,7 +151,7 @@ def machine_records(
         oee_bp = _oee_bp(run.parts)
         out.append(
             UsageRecord(
-                id=f"{machine.id}/{run.badge}/{run.start_ms}",
+                id=f"{site.site.id}/{machine.id}/{run.badge}/{run.start_ms}",
                 tenant=run.tenant,
                 machine=machine.id,
                 machine_class=machine.profile,

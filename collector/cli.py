@@ -50,9 +50,9 @@ def _wait_for_database(store: Any, stop: threading.Event) -> bool:
 def _load_registry(args: argparse.Namespace) -> Registry:
     """Load the site file and build its registry; raise ConfigError naming the file."""
     from collector.registry import Registry
-    from shopfloor.config import ConfigError, load_site
+    from shopfloor.config import ConfigError, load_plant
 
-    site = load_site(args.site)
+    site = load_plant(args.site)
     try:
         return Registry.from_site(
             site, max_ahead_ms=args.max_ahead, max_behind_ms=args.max_behind, backfill=args.backfill

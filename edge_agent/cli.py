@@ -15,7 +15,7 @@ from edge_agent.agent import AgentError, AgentOptions, EdgeAgent
 from edge_agent.delivery import DeliveryOptions
 from shopfloor.cli import LOG_FORMAT, add_common, add_metrics, add_mqtt, add_mqtt_login, mqtt_settings
 from shopfloor.codec import describe_plan, plan_reads
-from shopfloor.config import load_site
+from shopfloor.config import load_plant
 from shopfloor.settings import Settings
 from shopfloor.yamlfile import ConfigError
 
@@ -110,7 +110,7 @@ def options(args: argparse.Namespace) -> AgentOptions:
 
 def run(args: argparse.Namespace) -> int:
     """Run the agent for parsed arguments; return the exit code."""
-    site = load_site(args.site)
+    site = load_plant(args.site)
     try:
         mqtt = mqtt_settings(args)
         agent = EdgeAgent(site, args.agent_id, mqtt, args.data_dir, _machine_ids(args.machines), options=options(args))

@@ -105,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser with every component's subcommand."""
     # Imported here so `shopfloor --help` stays fast and a broken component names itself.
     from api import cli as api_cli
+    from api import ledger_cli
+    from api.db import cli as db_cli
     from api.rollups import cli as rollup_cli
     from collector import cli as collector_cli
     from edge_agent import cli as agent_cli
@@ -117,7 +119,19 @@ def build_parser() -> argparse.ArgumentParser:
         description="Monitor shared machines, meter each tenant's use, compute OEE and bill fairly.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (demo, sim_cli, agent_cli, collector_cli, api_cli, rollup_cli, report, keys, mqtt_cli):
+    for module in (
+        demo,
+        sim_cli,
+        agent_cli,
+        collector_cli,
+        api_cli,
+        rollup_cli,
+        report,
+        db_cli,
+        ledger_cli,
+        keys,
+        mqtt_cli,
+    ):
         module.add_parser(sub)
     return parser
 

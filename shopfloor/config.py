@@ -949,6 +949,17 @@ def load_site(path: str | Path) -> SiteConfig:
     return load_model(p, SiteConfig, context={"base_dir": p.resolve().parent})
 
 
+# What only the API needs (who the tenants are, API key hashes) lives in the business DB; a site file may still list
+# it for `shopfloor db import`. Agents and collectors need the plant only, and never read those entries.
+BUSINESS_KEYS = ("tenants", "api_keys")
+
+
+def load_plant(path: str | Path) -> SiteConfig:
+    """Load a site file's plant (site, profiles, machines, agents, calendar), without its tenants and API keys."""
+    p = Path(path)
+    return load_model(p, SiteConfig, context={"base_dir": p.resolve().parent}, ignore=BUSINESS_KEYS)
+
+
 def load_profile(path: str | Path) -> DeviceProfile:
     """Load and validate one device profile file."""
     return load_model(Path(path), DeviceProfile)
@@ -985,6 +996,7 @@ __all__ = [
     "Tenant",
     "WordOrder",
     "default_site_path",
+    "load_plant",
     "load_profile",
     "load_site",
 ]

@@ -111,13 +111,18 @@ def validation_message(path: Path, exc: ValidationError, lines: dict[Loc, int], 
     return "\n".join(out)
 
 
-def load_model(path: Path, model: type[M], context: dict[str, Any] | None = None) -> M:
-    """Load and validate a YAML file as model; raise ConfigError naming file, line and key."""
+def load_model(
+    path: Path, model: type[M], context: dict[str, Any] | None = None, *, ignore: tuple[str, ...] = ()
+) -> M:
+    """Load and validate a YAML file as model, leaving out the top-level keys in ignore; raise ConfigError naming
+    file, line and key."""
     data, lines = read_yaml(path)
     if data is None:
         raise ConfigError(f"{path}: file is empty")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}:1: expected a mapping at the top level, found {type(data).__name__}")
+    for key in ignore:
+        data.pop(key, None)
     try:
         return model.model_validate(data, context=context)
     except ValidationError as exc:

@@ -177,6 +177,7 @@ class Invoice(Base):
         UniqueConstraint("site", "year", "seq"),
         UniqueConstraint("site", "chain_seq"),
         Index("ix_invoices_tenant_period", "tenant_id", "period"),
+        {"sqlite_autoincrement": True},  # ids are never reused: a deleted draft's id never names another invoice
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)

@@ -22,6 +22,7 @@ from shopfloor.config import (
     SiteConfig,
     WordOrder,
     default_site_path,
+    load_plant,
     load_profile,
     load_site,
 )
@@ -79,6 +80,17 @@ def test_profile_files_resolve_relative_to_site_file(tmp_path: Path) -> None:
     site = load_site(write(tmp_path, text))
     reg = site.profile("filed").register("power_kw")
     assert reg is not None and reg.type is DataType.FLOAT32 and reg.word_order is WordOrder.LITTLE
+
+
+def test_agents_and_collectors_load_the_plant_without_tenants_or_key_hashes(tmp_path: Path) -> None:
+    # Business entries, even broken ones, are the business DB's: the plant loader never reads them.
+    text = MINIMAL.replace("badges: [1001]", "badges: [0]") + "api_keys: [{name: x, sha256: nothex, role: god}]\n"
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError, match="badges"):
+        load_site(path)
+    plant = load_plant(path)
+    assert (plant.tenants, plant.api_keys) == ([], [])
+    assert [m.id for m in plant.machines] == [m.id for m in load_site(write(tmp_path, MINIMAL)).machines]
 
 
 @pytest.mark.parametrize(

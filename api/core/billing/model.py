@@ -66,7 +66,7 @@ class UsageRecord:
     transfers. Sessions of one badge separated only by UNKNOWN time are one record (the gap is UNKNOWN time in it).
     """
 
-    id: str  # deterministic: f"{machine}/{badge}/{start_ms}"
+    id: str  # deterministic: f"{site}/{machine}/{badge}/{start_ms}"
     tenant: str
     machine: str
     machine_class: str  # the machine's profile

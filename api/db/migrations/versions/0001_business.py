@@ -167,6 +167,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("number", name=op.f("uq_invoices_number")),
         sa.UniqueConstraint("site", "chain_seq", name=op.f("uq_invoices_site_chain_seq")),
         sa.UniqueConstraint("site", "year", "seq", name=op.f("uq_invoices_site_year_seq")),
+        sqlite_autoincrement=True,  # an id is never reused, so a deleted draft's id never names another invoice
     )
     op.create_index("ix_invoices_tenant_period", "invoices", ["tenant_id", "period"], unique=False)
 
