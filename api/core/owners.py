@@ -7,6 +7,7 @@ that instant maps to None (unowned), never to a placeholder name.
 from __future__ import annotations
 
 import bisect
+import itertools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -39,7 +40,7 @@ class Owners:
         edges: set[int] = set()
         for number, mine in by_badge.items():
             mine.sort(key=lambda s: s.from_ms)
-            for a, b in zip(mine, mine[1:], strict=False):
+            for a, b in itertools.pairwise(mine):
                 if a.to_ms is None or a.to_ms > b.from_ms:
                     raise ValueError(f"badge {number}: validity of {a.tenant!r} and {b.tenant!r} overlap")
             self._spans[number] = mine

@@ -97,21 +97,10 @@ def _pg_url(name: str) -> str:
     )
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+@pytest.fixture
+def db_url(business_db_url: str) -> str:
     """A fresh, empty roll-up database: a SQLite file, or a PostgreSQL database of the test's own."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'rollups.db'}"
-        return
-    name = f"test_{uuid.uuid4().hex[:16]}"
-    try:
-        with psycopg.connect(PG_DSN, autocommit=True) as admin:
-            admin.execute(f'CREATE DATABASE "{name}"')
-    except psycopg.OperationalError as exc:
-        pytest.fail(f"PostgreSQL {PG_DSN!r} not reachable ({exc}); start it or point SHOPFLOOR_TEST_PG at one")
-    yield _pg_url(name)
-    with psycopg.connect(PG_DSN, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    return business_db_url
 
 
 @pytest.fixture
