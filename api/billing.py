@@ -31,7 +31,7 @@ from shopfloor.calendar import zone_of
 from shopfloor.config import Machine, SiteConfig
 from shopfloor.store import TimeSeriesStore
 
-PERIOD = re.compile(r"^(20\d\d)-(0[1-9]|1[0-2])$")
+PERIOD = re.compile(r"^(20[0-9]{2})-(0[1-9]|1[0-2])$")
 WH_PER_KWH = 1000
 BP = 10_000
 

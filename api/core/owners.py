@@ -38,11 +38,19 @@ class Owners:
         self._spans: dict[int, list[BadgeSpan]] = {}
         self._starts: dict[int, list[int]] = {}
         edges: set[int] = set()
-        for number, mine in by_badge.items():
-            mine.sort(key=lambda s: s.from_ms)
-            for a, b in itertools.pairwise(mine):
+        for number, given in by_badge.items():
+            given.sort(key=lambda s: s.from_ms)
+            for a, b in itertools.pairwise(given):
                 if a.to_ms is None or a.to_ms > b.from_ms:
                     raise ValueError(f"badge {number}: validity of {a.tenant!r} and {b.tenant!r} overlap")
+            # Back-to-back spans of one tenant are one span: ownership does not change at their seam.
+            mine: list[BadgeSpan] = []
+            for span in given:
+                last = mine[-1] if mine else None
+                if last is not None and last.tenant == span.tenant and last.to_ms == span.from_ms:
+                    mine[-1] = BadgeSpan(number, span.tenant, last.from_ms, span.to_ms)
+                else:
+                    mine.append(span)
             self._spans[number] = mine
             self._starts[number] = [s.from_ms for s in mine]
             for s in mine:

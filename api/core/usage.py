@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from api.core.counters import Anomaly, Counts
 from api.core.oee import IdealCycle, LossMap, OeeRow, oee
-from api.core.owners import OwnerBook, owner_at
+from api.core.owners import OwnerBook, Owners, owner_at
 from api.core.pieces import Piece, pieces
 from api.core.sessions import Breakdown, breakdown, no_ideal_cycle
 from api.core.timeline import Timeline, cut, sum_counts
@@ -83,6 +83,7 @@ def usage_from_pieces(
             anomalies=anomalies,
         )
     }
+    handed = _handed_over(acc, badge_owner)
     rows = []
     for (tenant, machine), mine in sorted(acc.items(), key=lambda kv: _order(*kv[0])):
         total, known = window[machine]
@@ -97,7 +98,7 @@ def usage_from_pieces(
                 good=sum(p.good for p in mine),
                 reject=sum(p.reject for p in mine),
                 kwh=sum((p.kwh for p in mine), 0.0),
-                sessions=sum(p.opens for p in mine),
+                sessions=sum(p.opens for p in mine) + handed.get((tenant, machine), 0),
                 coverage=known / total if total > 0 else 0.0,
                 breakdown=breakdown(mine),
                 oee=figures.get((machine, tenant)),
@@ -120,6 +121,29 @@ def usage(
     for machine, timeline in timelines.items():
         all_pieces.extend(pieces(cut(timeline, start_ms, end_ms), machine))
     return usage_from_pieces(all_pieces, badge_owner, ideal_cycle_ms=ideal_cycle_ms, loss_map=loss_map)
+
+
+def _handed_over(
+    acc: Mapping[tuple[str | None, str], Sequence[Piece]], book: OwnerBook
+) -> dict[tuple[str | None, str], int]:
+    """Sessions that begin where a logged-in badge passes to another tenant: the pieces' opens count only logins.
+
+    A badge whose pieces of a stretch starting at a transfer open nothing was logged in across it: the new owner's
+    session begins there (the pieces are cut at transfers, api.analytics.window).
+    """
+    if not isinstance(book, Owners):
+        return {}
+    seen: dict[tuple[str | None, str, int, int], int] = {}  # (tenant, machine, badge, at) -> opens there
+    for (tenant, machine), mine in acc.items():
+        for p in mine:
+            if p.at_ms in book.transfers(p.at_ms - 1, p.at_ms + 1, p.badge):
+                key = (tenant, machine, p.badge, p.at_ms)
+                seen[key] = seen.get(key, 0) + p.opens
+    out: dict[tuple[str | None, str], int] = {}
+    for (tenant, machine, _badge, _at), opens in seen.items():
+        if opens == 0:
+            out[(tenant, machine)] = out.get((tenant, machine), 0) + 1
+    return out
 
 
 def _order(tenant: str | None, machine: str) -> tuple[bool, str, str]:
