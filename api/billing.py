@@ -252,9 +252,15 @@ class Lag:
 
 
 def lagging(store: TimeSeriesStore, site: SiteConfig, period: Period, grace_min: int) -> list[Lag]:
-    """Machines whose newest sample is not past period end + grace: the period cannot be closed yet for them."""
+    """Machines whose newest data is not past period end + grace: the period cannot be closed yet for them.
+
+    A machine's newest data is its newest sample or its agent's newest status of it (a PLC unreachable across the
+    period's end still has its agent reporting that it is: the agent has said all it will about the period).
+    """
     mark = period.end_ms + grace_min * 60_000
-    newest = store.newest_ts(site.site.id)
+    newest = dict(store.newest_ts(site.site.id))
+    for machine, row in store.latest_statuses(site.site.id).items():
+        newest[machine] = max(newest.get(machine, row.ts_ms), row.ts_ms)
     return [Lag(m.id, newest.get(m.id)) for m in site.machines if newest.get(m.id, -1) < mark]
 
 

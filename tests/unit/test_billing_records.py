@@ -20,7 +20,7 @@ from api.core.owners import BadgeSpan, Owners
 from api.core.timeline import Timeline
 from shopfloor.config import Machine, SiteConfig
 from shopfloor.memstore import MemoryStore
-from shopfloor.store import TELEMETRY, Point
+from shopfloor.store import MACHINE_STATUS, TELEMETRY, Point
 
 H = 3_600_000
 GAP = 4000
@@ -550,6 +550,23 @@ def test_lagging_machines_are_those_not_past_the_watermark(example_site: SiteCon
     ]
     # Without grace the watermark is the period's end: cnc-02 is past it now.
     assert [lag.machine for lag in lagging(store, example_site, NOVEMBER, 0)] == ["press-01", "brake-01"]
+
+
+def test_a_status_past_the_watermark_counts_as_data(example_site: SiteConfig) -> None:
+    # press-01's PLC went unreachable before the period ended; its agent kept saying so past the watermark: the
+    # agent has reported all there is of November for it. brake-01's newest status is inside the grace: lagging.
+    store = MemoryStore()
+    store.write(
+        [telemetry("bdg", m.id, MARK + 1) for m in example_site.machines if m.id not in ("press-01", "brake-01")]
+    )
+    store.write(
+        [
+            telemetry("bdg", "press-01", NOVEMBER.end_ms - H),
+            Point(MACHINE_STATUS, {"site": "bdg", "machine": "press-01"}, {"status": "unreachable"}, MARK + 5_000),
+            Point(MACHINE_STATUS, {"site": "bdg", "machine": "brake-01"}, {"status": "unreachable"}, MARK - 5_000),
+        ]
+    )
+    assert lagging(store, example_site, NOVEMBER, GRACE_MIN) == [Lag("brake-01", MARK - 5_000)]
 
 
 def test_nothing_lags_once_every_machine_is_past_the_watermark(example_site: SiteConfig) -> None:
