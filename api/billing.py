@@ -64,7 +64,7 @@ def period_of(name: str, zone_name: str) -> Period:
     match = PERIOD.fullmatch(name) if isinstance(name, str) and len(name) == 7 else None
     if match is None:
         shown = str(name)[:20].encode("unicode_escape").decode()
-        raise PeriodError(f"period {shown!r} is not a month YYYY-MM between 2000-01 and 2099-12")
+        raise PeriodError(f"period '{shown}' is not a month YYYY-MM between 2000-01 and 2099-12")
     year, month = int(match[1]), int(match[2])
     zone = zone_of(zone_name)
     start = datetime(year, month, 1, tzinfo=zone)

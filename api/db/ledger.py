@@ -41,6 +41,7 @@ from api.core.billing.model import Charges
 from api.db import engine as db_engine
 from api.db.models import ID_LEN, Invoice, InvoiceCounter, InvoiceLine, Tenant, UsageRecordRow
 
+MAX_ID = 2**31 - 1  # invoice ids are 32-bit integers on PostgreSQL
 DRAFT = "draft"
 FINALIZED = "finalized"
 VOID = "void"
@@ -53,7 +54,7 @@ MAX_REASON = 500  # characters of a void reason or a finalize override
 MAX_TEXT = 200_000_000  # characters of a stored document or inputs: far beyond any month, short of exhausting memory
 
 _ID = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")  # shopfloor.contracts ids
-_PERIOD = re.compile(r"(\d{4})-(0[1-9]|1[0-2])")
+_PERIOD = re.compile(r"([0-9]{4})-(0[1-9]|1[0-2])")
 _BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c")
 # Stored line columns and their limits, in the order of the document's line dicts (api.core.billing.model.Line).
 _LINE_INTS = ("start_ms", "end_ms", "quantity", "unit_price", "amount", "tax_rate_bp", "tax")
@@ -452,8 +453,8 @@ def void(session: Session, invoice_id: int, *, now_ms: int, reason: str) -> Invo
 
 def get(session: Session, invoice_id: int) -> Invoice | None:
     """The invoice with this id, None if there is none."""
-    if type(invoice_id) is not int:
-        return None
+    if type(invoice_id) is not int or not 1 <= invoice_id <= MAX_ID:
+        return None  # beyond the column's range: no such invoice (and no database error)
     return session.get(Invoice, invoice_id)
 
 

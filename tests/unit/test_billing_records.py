@@ -88,12 +88,12 @@ def test_consecutive_periods_meet() -> None:
         ("2026/11", "'2026/11'"),
         ("2026-11-01", "'2026-11-01'"),
         (" 2026-11", "' 2026-11'"),
-        ("2026-11\n", "'2026-11\\\\n'"),  # a trailing newline ($ would match before it): refused, shown escaped
-        ("2026-11\x00", "'2026-11\\\\x00'"),
+        ("2026-11\n", "'2026-11\\n'"),  # a trailing newline ($ would match before it): refused, shown escaped
+        ("2026-11\x00", "'2026-11\\x00'"),
         ("", "''"),
         (202611, "'202611'"),  # not text at all
         (None, "'None'"),
-        ("2026-11' OR '1'='1' --", "\"2026-11' OR '1'='1' \""),  # hostile: shown cut to 20 characters
+        ("2026-11' OR '1'='1' --", "'2026-11' OR '1'='1' '"),  # hostile: shown cut to 20 characters
     ],
 )
 def test_a_bad_period_is_refused_naming_it(name: object, shown: str) -> None:
