@@ -12,9 +12,12 @@ def _run(args: argparse.Namespace) -> int:
 
     from api.app import create_app
     from api.db.engine import DbError, check_current, open_engine, sessions
+    from api.directory import OwnersReader
     from api.rollups.cli import default_db_url
+    from api.rollups.derived import Deriver
     from api.rollups.job import start_rollup_thread
     from api.rollups.store import RollupError, RollupStore
+    from shopfloor.calendar import zone_of
     from shopfloor.config import load_site
     from shopfloor.influx import InfluxStore
     from shopfloor.settings import Settings
@@ -40,7 +43,13 @@ def _run(args: argparse.Namespace) -> int:
     with InfluxStore(
         args.influx_url, args.influx_db, username=args.influx_user, password=args.influx_password
     ) as store:
-        stop = start_rollup_thread(store, rollups, site, interval_s=args.rollup_interval) if rollups else None
+        owners = OwnersReader(sessions(engine), zone_of(site.site.timezone))
+        derive = Deriver(store, site, owners)  # the measurement the Grafana dashboards read
+        stop = (
+            start_rollup_thread(store, rollups, site, interval_s=args.rollup_interval, derive=derive)
+            if rollups
+            else None
+        )
         try:
             app = create_app(site, store, rollups=rollups, db=sessions(engine))
             uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level.lower())

@@ -7,6 +7,7 @@ tools; deployments pass the migrated database (`shopfloor db upgrade`, `shopfloo
 
 from __future__ import annotations
 
+import threading
 import time
 import zoneinfo
 from dataclasses import dataclass
@@ -49,3 +50,25 @@ def memory_db(site: SiteConfig) -> sessionmaker[Session]:
         import_billing(session, data, now_ms=int(time.time() * 1000))
         session.commit()
     return factory
+
+
+class OwnersReader:
+    """Badge owners as the business DB holds them, read at most every max_age_s (for background jobs and the hub)."""
+
+    def __init__(self, factory: sessionmaker[Session], zone: zoneinfo.ZoneInfo, *, max_age_s: float = 10.0) -> None:
+        self._factory = factory
+        self._zone = zone
+        self._max_age_s = max_age_s
+        self._lock = threading.Lock()
+        self._owners: Owners | None = None
+        self._read_at = 0.0
+
+    def __call__(self) -> Owners:
+        """The owners, read again when the last read is older than max_age_s."""
+        with self._lock:
+            now = time.monotonic()
+            if self._owners is None or now - self._read_at >= self._max_age_s:
+                with self._factory() as session:
+                    self._owners = Owners(owners(session, self._zone))
+                self._read_at = now
+            return self._owners

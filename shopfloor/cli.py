@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     from api.rollups import cli as rollup_cli
     from collector import cli as collector_cli
     from edge_agent import cli as agent_cli
-    from launcher import report
+    from launcher import dashboards, report
     from shopfloor import demo, keys, mqtt_cli
     from simulators import cli as sim_cli
 
@@ -129,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
         report,
         db_cli,
         ledger_cli,
+        dashboards,
         keys,
         mqtt_cli,
     ):

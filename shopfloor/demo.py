@@ -118,12 +118,15 @@ async def run_demo(args: argparse.Namespace) -> int:
     """Start every component, print where they are, run until interrupted or --duration ends."""
     from api.app import create_app
     from api.db.engine import sessions as db_sessions
+    from api.directory import OwnersReader
+    from api.rollups.derived import Deriver
     from api.rollups.job import start_rollup_thread
     from api.rollups.store import RollupStore, default_url
     from api.server import serve
     from collector.registry import Registry
     from collector.service import Collector
     from edge_agent.agent import EdgeAgent
+    from shopfloor.calendar import zone_of
     from simulators.runtime import Simulator
     from simulators.scenario import default_scenario_path, load_scenario
 
@@ -172,7 +175,8 @@ async def run_demo(args: argparse.Namespace) -> int:
         # The business DB (tenants, badges, keys, tariffs, invoices) and the roll-ups share one SQLite file.
         db_engine = business_db(default_url(workdir), site)
         rollups = RollupStore(default_url(workdir))
-        stop_rollups = start_rollup_thread(store, rollups, site)
+        owners = OwnersReader(db_sessions(db_engine), zone_of(site.site.timezone))
+        stop_rollups = start_rollup_thread(store, rollups, site, derive=Deriver(store, site, owners))
         app = create_app(site, InfluxStore(influx_url, args.influx_db), rollups=rollups, db=db_sessions(db_engine))
         server, thread = serve(app, args.host, port)
         api_url = f"http://{args.host}:{port}"

@@ -45,6 +45,8 @@ from shopfloor.gcpause import GC_PAUSE
 from shopfloor.store import StoreError, TimeSeriesStore
 
 log = logging.getLogger(__name__)
+# Called with a machine and its freshly built hours before they are saved (api.rollups.derived.Deriver).
+Derive = Callable[[Machine, Sequence[HourSummary]], object]
 
 DEFAULT_GRACE_MS = plan.DEFAULT_GRACE_MS
 DEFAULT_STEP_HOURS = 240  # machine-hours read from raw per step: 10 machine-days, seconds of store reads
@@ -204,12 +206,15 @@ def build(
     max_hours: int = DEFAULT_STEP_HOURS,
     run_hours: int = DEFAULT_RUN_HOURS,
     clock: Callable[[], int] = _now_ms,
+    derive: Derive | None = None,
 ) -> BuildReport:
     """Run one bounded step of the roll-up job for site at now_ms (module docstring); return what it did.
 
     machines: only these (default: every machine of the site; late marks are then checked too, and only then is
     progress on them recorded). start_ms / end_ms: only hours starting in [start_ms, end_ms) (default: from each
     machine's oldest data to the last closed hour). clock: wall time in epoch ms, stamped on what is built.
+    derive: called with each machine's built hours before they are saved (api.rollups.derived writes the derived
+    measurement the dashboards read); if it fails, the hours stay unbuilt and are retried.
     Raise ValueError for bad arguments (naming them), RollupError / StoreError when a database fails.
     """
     chosen = _machines(site, machines)
@@ -279,6 +284,8 @@ def build(
             built_at = clock()  # before the read: data written after this may be missing from what is built
             with GC_PAUSE.paused():  # classification makes many objects and no cycles (shopfloor.gcpause)
                 summaries, n = build_hours(store, site, target, part.start_ms, part.end_ms)
+            if derive is not None:
+                derive(target, summaries)  # before saving: a failed write leaves the hours unbuilt, so retried
             rollups.save(sid, summaries, built_at, {target.id: prints[target.id]})
             built += len(summaries)
             samples += n
@@ -341,6 +348,7 @@ def run_until_done(
     should_stop: Callable[[], bool] = lambda: False,
     clock: Callable[[], int] = _now_ms,
     progress: Callable[[BuildReport], None] | None = None,
+    derive: Derive | None = None,
 ) -> BuildReport:
     """Run build steps until nothing closed is left to build (or should_stop); return the totals."""
     total = BuildReport()
@@ -356,6 +364,7 @@ def run_until_done(
             grace_ms=grace_ms,
             max_hours=max_hours,
             clock=clock,
+            derive=derive,
         )
         total.built += step.built
         total.unbuilt_late += step.unbuilt_late
@@ -384,6 +393,7 @@ def start_rollup_thread(
     grace_ms: int = DEFAULT_GRACE_MS,
     max_hours: int = DEFAULT_STEP_HOURS,
     clock: Callable[[], int] = _now_ms,
+    derive: Derive | None = None,
 ) -> Callable[[], None]:
     """Run the roll-up job every interval_s in a daemon thread; return a function that stops it (and waits).
 
@@ -409,6 +419,7 @@ def start_rollup_thread(
                     max_hours=max_hours,
                     should_stop=stop.is_set,
                     clock=clock,
+                    derive=derive,
                 )
             except (RollupError, StoreError) as error:
                 if failing_since is None:
