@@ -16,7 +16,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from api.deps import current_principal
 from api.directory import memory_db
 from api.figures import RollupReader
-from api.routes import admin, health, invoices, machines, oee, sessions, usage
+from api.live import LiveHub
+from api.routes import admin, health, invoices, machines, oee, sessions, stream, usage
+from api.web import auth_routes, pages
 from shopfloor.config import SiteConfig
 from shopfloor.store import StoreRejected, StoreUnavailable, TimeSeriesStore
 
@@ -48,12 +50,15 @@ def create_app(
     clock: Callable[[], datetime] = _now,
     rollups: RollupReader | None = None,
     db: sessionmaker[Session] | None = None,
+    live: LiveHub | None = None,
 ) -> FastAPI:
     """Build the API for one site reading from store; clock gives the current time (aware).
 
     rollups: where closed hours are materialised (api.rollups); None computes every figure from raw data.
     db: the (migrated) business database; None serves the site file's tenants and API keys from a private
     in-memory one (api.directory.memory_db).
+    live: the hub feeding GET /v1/stream and the board (api.live); the caller starts and stops it. None: the stream
+    answers 503.
     """
     app = FastAPI(
         title="Shopfloor API",
@@ -65,6 +70,7 @@ def create_app(
     app.state.clock = clock
     app.state.rollups = rollups
     app.state.db = db if db is not None else memory_db(site)
+    app.state.live = live
 
     @app.exception_handler(RequestValidationError)
     def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -90,4 +96,7 @@ def create_app(
     admin.include(v1)
     app.include_router(health.router)
     app.include_router(v1)
+    auth_routes.include(app)
+    stream.include(app)
+    pages.include(app)  # the screens (/, /signin, /board, /machines/{id}, /reports, /portal) and /static
     return app

@@ -13,16 +13,24 @@ def _run(args: argparse.Namespace) -> int:
     from api.app import create_app
     from api.db.engine import DbError, check_current, open_engine, sessions
     from api.directory import OwnersReader
+    from api.live import LiveHub
     from api.rollups.cli import default_db_url
     from api.rollups.derived import Deriver
     from api.rollups.job import start_rollup_thread
     from api.rollups.store import RollupError, RollupStore
+    from api.server import GRACE_S
     from shopfloor.calendar import zone_of
+    from shopfloor.cli import mqtt_settings
     from shopfloor.config import load_site
     from shopfloor.influx import InfluxStore
     from shopfloor.settings import Settings
 
     site = load_site(args.site)
+    try:
+        mqtt = None if args.no_live else mqtt_settings(args)
+    except ValueError as exc:
+        print(f"shopfloor api: {exc}", file=sys.stderr)
+        return 2
     url = args.db_url or default_db_url()
     if args.db_url is None and Settings().db_url is None:
         Settings().data_dir.mkdir(parents=True, exist_ok=True)  # the default: a SQLite file in the data dir
@@ -50,10 +58,22 @@ def _run(args: argparse.Namespace) -> int:
             if rollups
             else None
         )
+        # The board's live stream: one MQTT subscription for every open board (read-only broker credentials).
+        live = LiveHub(site, store, mqtt, owners_provider=owners) if mqtt is not None else None
         try:
-            app = create_app(site, store, rollups=rollups, db=sessions(engine))
-            uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level.lower())
+            if live is not None:
+                live.start()
+            app = create_app(site, store, rollups=rollups, db=sessions(engine), live=live)
+            uvicorn.run(
+                app,
+                host=args.host,
+                port=args.port,
+                log_level=args.log_level.lower(),
+                timeout_graceful_shutdown=GRACE_S,  # open boards' streams must not hold the shutdown
+            )
         finally:
+            if live is not None:
+                live.stop()
             if stop is not None:
                 stop()
             if rollups is not None:
@@ -64,7 +84,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def add_parser(sub: Any) -> None:
     """Register `shopfloor api`."""
-    from shopfloor.cli import add_common, add_influx
+    from shopfloor.cli import add_common, add_influx, add_mqtt, add_mqtt_login
 
     p = sub.add_parser(
         "api",
@@ -76,6 +96,11 @@ def add_parser(sub: Any) -> None:
     )
     add_common(p)
     add_influx(p)
+    add_mqtt(p)
+    add_mqtt_login(p)
+    p.add_argument(
+        "--no-live", action="store_true", help="no live stream (/v1/stream, the board's updates): no broker needed"
+    )
     p.add_argument("--host", default="127.0.0.1", help="listen address (default: %(default)s)")
     p.add_argument("--port", type=int, default=8000, help="listen port (default: %(default)s)")
     p.add_argument(

@@ -1,8 +1,10 @@
-"""Typed dependencies of the routes: the store, the site, the clock, the caller and the query window."""
+"""Typed dependencies of the routes: the store, the site, the clock, the caller (bearer key or sign-in cookie) and
+the query window."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated
 
@@ -15,6 +17,7 @@ from api.directory import Directory, load_directory
 from api.figures import RollupReader
 from api.params import MAX_PARAM_CHARS, Window, invalid, parse_window
 from api.policy import Principal, Role
+from api.web.auth import COOKIE_NAME, CSRF_HEADER, SessionInfo, csrf_matches, session_principal
 from shopfloor.calendar import zone_of
 from shopfloor.config import Machine, SiteConfig
 from shopfloor.contracts import is_valid_id
@@ -22,6 +25,7 @@ from shopfloor.store import TimeSeriesStore
 
 # Keys made by `shopfloor keygen` are ~47 characters; anything far longer is not worth hashing.
 MAX_KEY_CHARS = 512
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})  # the methods that change nothing, so need no CSRF token
 
 _bearer = HTTPBearer(auto_error=False, description="API key: `Authorization: Bearer sfk_...`")
 
@@ -70,20 +74,66 @@ def _unauthorized(detail: str) -> HTTPException:
     return HTTPException(status.HTTP_401_UNAUTHORIZED, detail=detail, headers={"WWW-Authenticate": "Bearer"})
 
 
-def current_principal(
+def _ms(now: datetime) -> int:
+    return int(now.timestamp() * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who is calling and how: the principal, and its web session when signed in by cookie (None: a bearer key)."""
+
+    principal: Principal
+    session: SessionInfo | None
+
+
+def current_caller(
+    request: Request,
     db: DbDep,
     now: NowDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Principal:
-    """Look the bearer API key up among the business DB's hashed, unrevoked keys; 401 if missing or unknown."""
-    if credentials is None:
-        raise _unauthorized("missing API key: send 'Authorization: Bearer <key>'")
-    presented = credentials.credentials
-    found = principal_for_key(db, presented, int(now.timestamp() * 1000)) if len(presented) <= MAX_KEY_CHARS else None
-    if found is None:
-        raise _unauthorized("invalid API key")
-    # The DB's role names are the policy's (a unit test checks every one maps).
-    return Principal(found.name, Role(found.role), found.tenant)
+) -> Caller:
+    """Authenticate by the bearer API key or else the sign-in cookie; 401 if neither is valid.
+
+    A bearer key wins over a cookie and needs no CSRF token (a cross-site page cannot set the header). A request
+    that changes something (not GET, HEAD, OPTIONS) on the cookie alone must send the session's CSRF token in the
+    X-CSRF-Token header, else 403.
+    """
+    if credentials is not None:
+        presented = credentials.credentials
+        found = principal_for_key(db, presented, _ms(now)) if len(presented) <= MAX_KEY_CHARS else None
+        if found is None:
+            raise _unauthorized("invalid API key")
+        # The DB's role names are the policy's (a unit test checks every one maps).
+        return Caller(Principal(found.name, Role(found.role), found.tenant), None)
+    cookie = request.cookies.get(COOKIE_NAME)
+    if cookie is None:
+        raise _unauthorized("missing API key: send 'Authorization: Bearer <key>', or sign in at /signin")
+    info = session_principal(db, cookie, _ms(now))
+    if info is None:
+        raise _unauthorized("signed out or session expired: sign in again at /signin")
+    if request.method not in SAFE_METHODS and not csrf_matches(info, request.headers.get(CSRF_HEADER)):
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            detail=f"missing or wrong CSRF token: send the header {CSRF_HEADER} with the 'csrf' of GET /v1/me",
+        )
+    return Caller(info.principal, info)
+
+
+CallerDep = Annotated[Caller, Depends(current_caller)]
+
+
+def current_principal(caller: CallerDep) -> Principal:
+    """The authenticated caller (bearer API key or sign-in cookie, see current_caller)."""
+    return caller.principal
+
+
+def optional_session(request: Request, db: DbDep, now: NowDep) -> SessionInfo | None:
+    """The web session of the request's sign-in cookie, or None when there is none or it has ended (never raises
+    for that: pages redirect to /signin instead). Checks no CSRF token: use it for pages, not for changes."""
+    return session_principal(db, request.cookies.get(COOKIE_NAME), _ms(now))
+
+
+SessionDep = Annotated[SessionInfo | None, Depends(optional_session)]
 
 
 PrincipalDep = Annotated[Principal, Depends(current_principal)]

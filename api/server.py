@@ -9,6 +9,8 @@ import time
 import uvicorn
 from fastapi import FastAPI
 
+GRACE_S = 3  # seconds open requests get to finish when the server stops
+
 
 class ServerError(RuntimeError):
     """The API server did not start."""
@@ -24,7 +26,11 @@ def serve(
     app: FastAPI, host: str, port: int, *, log_level: str = "warning", start_timeout_s: float = 10.0
 ) -> tuple[uvicorn.Server, threading.Thread]:
     """Start app on host:port in a daemon thread and wait until it listens; stop it with stop(server, thread)."""
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False))
+    # Open event streams (boards) would hold a graceful shutdown for ever: give them a few seconds, then close them.
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level=log_level, access_log=False, timeout_graceful_shutdown=GRACE_S
+    )
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=_run, args=(server,), name=f"api-{port}", daemon=True)
     thread.start()
     deadline = time.monotonic() + start_timeout_s

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import shutil
 import signal
 import socket
@@ -14,8 +15,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import httpx
 
 from shopfloor.config import ApiKey, Role, SiteConfig, default_site_path, load_site
 from shopfloor.influx import InfluxStore
@@ -70,6 +69,7 @@ def _banner(api_url: str, keys: DemoKeys, mqtt: str, influx: str, influx_db: str
     lines = [
         "",
         "Shopfloor demo is running.",
+        f"  Board          {api_url}/board   (sign in at {api_url}/signin with a key below)",
         f"  API            {api_url}   (OpenAPI docs: {api_url}/docs)",
         f"  MQTT broker    {mqtt}",
         f"  InfluxDB       {influx}  database {influx_db}",
@@ -119,6 +119,7 @@ async def run_demo(args: argparse.Namespace) -> int:
     from api.app import create_app
     from api.db.engine import sessions as db_sessions
     from api.directory import OwnersReader
+    from api.live import LiveHub
     from api.rollups.derived import Deriver
     from api.rollups.job import start_rollup_thread
     from api.rollups.store import RollupStore, default_url
@@ -177,18 +178,20 @@ async def run_demo(args: argparse.Namespace) -> int:
         rollups = RollupStore(default_url(workdir))
         owners = OwnersReader(db_sessions(db_engine), zone_of(site.site.timezone))
         stop_rollups = start_rollup_thread(store, rollups, site, derive=Deriver(store, site, owners))
-        app = create_app(site, InfluxStore(influx_url, args.influx_db), rollups=rollups, db=db_sessions(db_engine))
+        # The board's live stream: one subscription on the demo's broker, for every open board.
+        live = LiveHub(site, store, mqtt, owners_provider=owners)
+        live.start()
+        app = create_app(
+            site, InfluxStore(influx_url, args.influx_db), rollups=rollups, db=db_sessions(db_engine), live=live
+        )
         server, thread = serve(app, args.host, port)
         api_url = f"http://{args.host}:{port}"
         print(_banner(api_url, keys, mqtt_url, influx_url, args.influx_db, workdir), flush=True)
+        if not args.no_browser:
+            open_browser(f"{api_url}/signin")
 
         deadline = time.monotonic() + args.duration if args.duration else None
-        next_board = time.monotonic() + args.board_every if args.board_every else None
-        admin_key = keys.keys["demo-admin"][0]
         while not stop.is_set():
-            if next_board is not None and time.monotonic() >= next_board:
-                next_board += args.board_every
-                print(await asyncio.to_thread(board, api_url, admin_key), flush=True)
             timeout = 1.0 if deadline is None else max(0.0, min(1.0, deadline - time.monotonic()))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout)
@@ -201,6 +204,7 @@ async def run_demo(args: argparse.Namespace) -> int:
             await asyncio.wait_for(agent_task, 10)
         await sim.stop()
         collector.stop()
+        live.stop()
         server.should_exit = True
         thread.join(10)
         stop_rollups()
@@ -235,24 +239,18 @@ def _run(args: argparse.Namespace) -> int:
     return asyncio.run(run_demo(args))
 
 
-def board(url: str, key: str) -> str:
-    """Render the API's /v1/machines as a small text board, as an operator would glance at it."""
+def open_browser(url: str) -> bool:
+    """Open url in the user's web browser when one is there (a desktop session); return whether one was."""
+    import webbrowser
+
+    if not sys.stdout.isatty() or (
+        sys.platform.startswith("linux") and not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY")
+    ):
+        return False  # a server, a container, a pipe: nobody would see it
     try:
-        resp = httpx.get(f"{url}/v1/machines", headers={"Authorization": f"Bearer {key}"}, timeout=5)
-        resp.raise_for_status()
-        machines = resp.json()["machines"]
-    except (httpx.HTTPError, KeyError, ValueError) as exc:
-        return f"[board] API not answering: {exc}"
-    lines = [f"[board {time.strftime('%H:%M:%S')}] machine    state        tenant   job          good  reject"]
-    for m in machines:
-        counters = m.get("counters") or {}
-        lines.append(
-            f"               {m['id']:<10} {m['state'] or '-':<12}"
-            f" {m.get('tenant') or '-':<8} {m.get('job') or '-':<12}"
-            f" {counters.get('good_count') if counters.get('good_count') is not None else '-':>5}"
-            f" {counters.get('reject_count') if counters.get('reject_count') is not None else '-':>7}"
-        )
-    return "\n".join(lines)
+        return webbrowser.open(url, new=2)
+    except webbrowser.Error:
+        return False
 
 
 def add_parser(sub: Any) -> None:
@@ -276,7 +274,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--influx-db", default="shopfloor", help="database name (default: %(default)s)")
     p.add_argument("--duration", type=float, default=0, help="stop after this many seconds (default: run until Ctrl-C)")
     p.add_argument(
-        "--board-every", type=float, default=15, help="print a machine board every S seconds, 0 = never (default: 15)"
+        "--no-browser", action="store_true", help="do not open the board in a web browser (the URL is printed)"
     )
     p.add_argument("--ground-truth", help="write the simulator's ground truth JSON here on exit")
     p.add_argument("--keep", action="store_true", help="keep the temporary work directory")

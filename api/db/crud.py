@@ -279,7 +279,9 @@ def revoke_key(session: Session, key_id: int, *, now_ms: int) -> models.ApiKey:
     row = get_key(session, key_id)
     if row.revoked_ms is None:
         row.revoked_ms = now_ms
-        session.flush()
+    # Its browser sessions end with it, at once.
+    session.execute(sa.delete(models.WebSession).where(models.WebSession.key_id == row.id))
+    session.flush()
     return row
 
 

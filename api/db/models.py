@@ -88,6 +88,21 @@ class ApiKey(Base):
     created_ms: Mapped[int] = mapped_column(BigInteger)
     revoked_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     last_used_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    lang: Mapped[str | None] = mapped_column(String(2), nullable=True)  # the holder's language (en, id); None: default
+
+
+class WebSession(Base):
+    """A browser's sign-in with an API key (api.web.auth): id is the SHA-256 of the cookie value, never the value."""
+
+    __tablename__ = "web_sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"), index=True)
+    csrf: Mapped[str] = mapped_column(String(64))
+    lang: Mapped[str | None] = mapped_column(String(2), nullable=True)
+    created_ms: Mapped[int] = mapped_column(BigInteger)
+    expires_ms: Mapped[int] = mapped_column(BigInteger, index=True)  # the purge deletes by it
+    last_seen_ms: Mapped[int] = mapped_column(BigInteger)
 
 
 class Booking(Base):

@@ -21,7 +21,7 @@ from api.core.owners import BadgeSpan
 from api.db import billingfile as bfm
 from api.db.billingfile import BillingData, BillingFile, TariffEntry
 from api.db.engine import Conflict, NotFound
-from api.db.models import ApiKey, Badge, Booking, Invoice, InvoiceLine, Setting, Tenant
+from api.db.models import ApiKey, Badge, Booking, Invoice, InvoiceLine, Setting, Tenant, WebSession
 from api.db.models import CostPool as CostPoolRow
 from api.db.models import Tariff as TariffRow
 from shopfloor.config import ApiKey as KeySpec
@@ -360,7 +360,8 @@ def revoke_key(session: Session, name: str, now_ms: int) -> ApiKey:
         raise NotFound(f"no API key named {name[:100]!r}")
     if row.revoked_ms is None:
         row.revoked_ms = now_ms
-        session.flush()
+    session.execute(sa.delete(WebSession).where(WebSession.key_id == row.id))  # its browser sessions end too
+    session.flush()
     return row
 
 

@@ -19,7 +19,7 @@ SHOPFLOOR = Path(sys.executable).parent / "shopfloor"
 
 def test_demo_command_serves_live_machines() -> None:
     proc = subprocess.Popen(
-        [str(SHOPFLOOR), "demo", "--port", "0", "--duration", "120", "--board-every", "0", "--log-level", "WARNING"],
+        [str(SHOPFLOOR), "demo", "--port", "0", "--duration", "120", "--no-browser", "--log-level", "WARNING"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -54,6 +54,23 @@ def test_demo_command_serves_live_machines() -> None:
                 break
             time.sleep(0.5)
         assert seen == {"cnc-01", "cnc-02", "laser-01", "press-01", "brake-01"}
+        board = [line for line in output if re.search(r"Board\s+http://\S+/board", line)]
+        assert board, "".join(output)
+
+        # The board: sign in with the key (it becomes a session cookie), and the page and its live stream answer.
+        with httpx.Client(base_url=url, timeout=10) as browser:
+            signed = browser.post("/signin", data={"key": key})
+            assert signed.status_code == 303 and "sf_session" in browser.cookies
+            page = browser.get("/board")
+            assert page.status_code == 200 and "<html" in page.text
+            with browser.stream("GET", "/v1/stream") as events:
+                assert events.status_code == 200
+                first = b""
+                for chunk in events.iter_bytes():
+                    first += chunk
+                    if b"\n\n" in first and b"event: snapshot" in first:
+                        break
+                assert b"cnc-01" in first
 
         proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=60)

@@ -45,9 +45,9 @@ def run(business_db_url: str, capsys: pytest.CaptureFixture[str]) -> Run:
 def test_upgrade_current_import_and_keys(run: Run, tmp_path: Path) -> None:
     code, _, err = run("key", "list")
     assert code == 2 and "not migrated" in err and "shopfloor db upgrade" in err
-    assert run("current")[1].startswith("revision none (newest 0001)")
+    assert run("current")[1].startswith("revision none (newest 0002)")
     code, out, _ = run("upgrade")
-    assert code == 0 and "from revision none to 0001" in out
+    assert code == 0 and "from revision none to 0002" in out
     assert "nothing to do" in run("upgrade")[1]
     assert "up to date" in run("current")[1]
 

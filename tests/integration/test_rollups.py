@@ -602,6 +602,8 @@ def test_late_data_through_a_real_collector_rebuilds_its_hours_and_they_equal_ra
             {"v": 1, "agent": "edge-1", "site": SID, "machine": "cnc-01", "seq": 1, "samples": samples},
         )
         wait_for(lambda: any(m == "cnc-01" and h == late for m, h, _ in influx_store.late_hours(SID, 0)), "the mark")
+        # The collector counts the mark once its write returned, a moment after the store shows it.
+        wait_for(lambda: collector.stats["late_hours_marked"] >= 1, "the collector to count the mark")
         assert collector.stats["late_hours_marked"] == 1 and collector.stats["late_hours_pending"] == 0
         # New data, the normal case, is not marked.
         fresh = int(time.time() * 1000)
