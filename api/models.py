@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.core import Counts
 from api.policy import Link as Link  # re-exported: the policy module owns it
-from api.policy import TotalsScope
+from api.policy import MachineView, TotalsScope
 
 
 def utc(ms: int) -> datetime:
@@ -59,6 +59,33 @@ class MachinePublic(BaseModel):
     stop_reason: int | None
     counters: CountersPublic
     power_kw: float | None
+
+    @classmethod
+    def of_view(cls, machine: str, name: str, profile: str, view: MachineView, now_ms: int) -> MachinePublic:
+        """The public form of a (masked) machine view at now_ms: GET /v1/machines and the live stream both use it."""
+        seen = view.last_seen_ms
+        return cls(
+            id=machine,
+            name=name,
+            profile=profile,
+            state=view.state,
+            last_state=view.last_state,
+            link=view.link,
+            last_seen=utc(seen) if seen is not None else None,
+            age_s=round(max(0, now_ms - seen) / 1000, 3) if seen is not None else None,
+            tenant=view.occupancy.tenant,
+            occupied=view.occupancy.occupied,
+            unowned=view.occupancy.unowned,
+            badge=view.occupancy.badge,
+            job=view.job,
+            stop_reason=view.stop_reason,
+            counters=CountersPublic(
+                good_count=view.counters.good_count,
+                reject_count=view.counters.reject_count,
+                energy_kwh=view.counters.energy_kwh,
+            ),
+            power_kw=view.power_kw,
+        )
 
 
 class MachinesPublic(BaseModel):

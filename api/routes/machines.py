@@ -9,7 +9,6 @@ from api.core.owners import OwnerBook
 from api.core.timeline import DARK_STATUSES, UNKNOWN
 from api.deps import DirectoryDep, MachineDep, NowDep, PrincipalDep, SiteDep, StoreDep, WindowDep
 from api.models import (
-    CountersPublic,
     CountsPublic,
     IntervalPublic,
     Link,
@@ -107,31 +106,7 @@ def list_machines(
     for machine in site.machines:
         raw = machine_view(site, machine, latest.get(machine.id), statuses.get(machine.id), now_ms, owners)
         view = mask_machine(principal, raw)
-        seen = view.last_seen_ms
-        out.append(
-            MachinePublic(
-                id=machine.id,
-                name=machine.name,
-                profile=machine.profile,
-                state=view.state,
-                last_state=view.last_state,
-                link=view.link,
-                last_seen=utc(seen) if seen is not None else None,
-                age_s=round((now_ms - seen) / 1000, 3) if seen is not None else None,
-                tenant=view.occupancy.tenant,
-                occupied=view.occupancy.occupied,
-                unowned=view.occupancy.unowned,
-                badge=view.occupancy.badge,
-                job=view.job,
-                stop_reason=view.stop_reason,
-                counters=CountersPublic(
-                    good_count=view.counters.good_count,
-                    reject_count=view.counters.reject_count,
-                    energy_kwh=view.counters.energy_kwh,
-                ),
-                power_kw=view.power_kw,
-            )
-        )
+        out.append(MachinePublic.of_view(machine.id, machine.name, machine.profile, view, now_ms))
     return MachinesPublic(at=now, machines=out)
 
 

@@ -19,7 +19,7 @@ from fastapi.responses import StreamingResponse
 
 from api.deps import PrincipalDep
 from api.live import CLOSED, RESYNC, Event, LiveHub, LiveMachine, Opening, Subscription, parse_last_event_id
-from api.models import CountersPublic, MachinePublic, utc
+from api.models import MachinePublic
 from api.policy import Field, Principal, mask_machine, sees_everything, visible_fields
 
 PING_S = 15.0
@@ -34,29 +34,7 @@ router = APIRouter(prefix="/v1", tags=["live"])
 def machine_dict(principal: Principal, entry: LiveMachine, now_ms: int) -> dict[str, Any]:
     """Return what principal may see of a live machine: GET /v1/machines' fields plus reason and shift."""
     view = mask_machine(principal, entry.view)
-    seen = view.last_seen_ms
-    public = MachinePublic(
-        id=entry.machine,
-        name=entry.name,
-        profile=entry.profile,
-        state=view.state,
-        last_state=view.last_state,
-        link=view.link,
-        last_seen=utc(seen) if seen is not None else None,
-        age_s=round(max(0, now_ms - seen) / 1000, 3) if seen is not None else None,
-        tenant=view.occupancy.tenant,
-        occupied=view.occupancy.occupied,
-        unowned=view.occupancy.unowned,
-        badge=view.occupancy.badge,
-        job=view.job,
-        stop_reason=view.stop_reason,
-        counters=CountersPublic(
-            good_count=view.counters.good_count,
-            reject_count=view.counters.reject_count,
-            energy_kwh=view.counters.energy_kwh,
-        ),
-        power_kw=view.power_kw,
-    )
+    public = MachinePublic.of_view(entry.machine, entry.name, entry.profile, view, now_ms)
     out = public.model_dump(mode="json")
     # Why a machine is UNKNOWN is part of its state: shown exactly where the state is (as mask_interval does).
     out["reason"] = entry.reason if Field.STATE in visible_fields(principal, entry.view.occupancy) else None
