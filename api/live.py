@@ -26,16 +26,16 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 from api import analytics
 from api.core.owners import Owners
-from api.core.timeline import AGENT_OFFLINE, DARK_STATUSES, NO_DATA, SILENCE, UNKNOWN, UNREACHABLE
-from api.policy import Link, MachineView
+from api.core.timeline import AGENT_OFFLINE, NO_DATA, SILENCE, UNKNOWN, UNREACHABLE
+from api.policy import MachineView
 from api.reader import agents_of
-from api.routes.machines import machine_view
+from api.routes.machines import agent_offline, machine_view
 from shopfloor.config import Machine, SiteConfig
 from shopfloor.contracts import (
     CANONICAL_SIGNALS,
@@ -396,28 +396,11 @@ class LiveHub:
             for config in self._machines.values():
                 self._entries[config.id] = self._base[config.id] = self._entry(config, now_ms)
 
-    def _agent_offline(self, machine: Machine, state: _State) -> bool:
-        agents = list(self._served_by[machine.id])
-        if not agents and state.status is not None and isinstance(state.status.fields.get("agent"), str):
-            agents = [str(state.status.fields["agent"])]  # an open registry: the agent that reported the machine
-        last_ms = state.sample.ts_ms if state.sample is not None else None
-        for agent in agents:
-            row = self._agents.get(agent)
-            if (
-                row is not None
-                and row.fields.get("status") in DARK_STATUSES
-                and (last_ms is None or row.ts_ms >= last_ms)
-            ):
-                return True
-        return False
-
     def _entry(self, machine: Machine, now_ms: int) -> LiveMachine:
         state = self._state[machine.id]
-        view = machine_view(self.site, machine, state.sample, state.status, now_ms, self._owners)
-        offline = self._agent_offline(machine, state)
-        if offline:
-            link: Link = "unreachable"
-            view = replace(view, link=link, state=UNKNOWN)
+        # The same view GET /v1/machines gives (an agent gone offline after the last sample: unreachable).
+        view = machine_view(self.site, machine, state.sample, state.status, now_ms, self._owners, self._agents)
+        offline = agent_offline(self.site, machine, state.sample, state.status, self._agents)
         return LiveMachine(machine.id, machine.name, machine.profile, view, unknown_reason(view, offline), state.shift)
 
     def _update(self, machine_id: str, now_ms: int) -> None:

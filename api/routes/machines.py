@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from fastapi import APIRouter
 
 from api.core import sessions
@@ -26,7 +28,7 @@ from api.policy import (
     mask_machine,
     timeline_figures,
 )
-from api.reader import max_gap_ms, raw_timeline
+from api.reader import agents_of, max_gap_ms, raw_timeline
 from shopfloor.config import Machine, SiteConfig
 from shopfloor.store import Row
 
@@ -63,6 +65,21 @@ def link_of(site: SiteConfig, machine: Machine, sample: Row | None, status: Row 
     return "online"
 
 
+def agent_offline(
+    site: SiteConfig, machine: Machine, sample: Row | None, status: Row | None, agents: Mapping[str, Row]
+) -> bool:
+    """Whether an agent serving machine said it is offline (or its last will did) after the machine's newest sample."""
+    served = list(agents_of(site, machine))
+    if not served and status is not None and isinstance(status.fields.get("agent"), str):
+        served = [str(status.fields["agent"])]  # an open registry: the agent that reported the machine
+    last_ms = sample.ts_ms if sample is not None else None
+    for agent in served:
+        row = agents.get(agent)
+        if row is not None and row.fields.get("status") in DARK_STATUSES and (last_ms is None or row.ts_ms >= last_ms):
+            return True
+    return False
+
+
 def machine_view(
     site: SiteConfig,
     machine: Machine,
@@ -70,10 +87,17 @@ def machine_view(
     status: Row | None,
     now_ms: int,
     badge_owner: OwnerBook,
+    agents: Mapping[str, Row] | None = None,
 ) -> MachineView:
-    """Return what the store says of a machine now, unmasked (mask_machine decides what a caller sees)."""
+    """Return what the store says of a machine now, unmasked (mask_machine decides what a caller sees).
+
+    agents: the latest status of each agent; a machine whose agent went offline after its newest sample is
+    unreachable (its state UNKNOWN) until it reports again.
+    """
     fields = sample.fields if sample is not None else {}
     link = link_of(site, machine, sample, status, now_ms)
+    if agents is not None and agent_offline(site, machine, sample, status, agents):
+        link = "unreachable"
     last_state = _str(fields.get("state"))
     return MachineView(
         machine=machine.id,
@@ -101,10 +125,11 @@ def list_machines(
     now_ms = int(now.timestamp() * 1000)
     latest = store.latest(site.site.id)
     statuses = store.latest_statuses(site.site.id)
+    agents = store.latest_agent_statuses(site.site.id)
     owners = directory.owners
     out: list[MachinePublic] = []
     for machine in site.machines:
-        raw = machine_view(site, machine, latest.get(machine.id), statuses.get(machine.id), now_ms, owners)
+        raw = machine_view(site, machine, latest.get(machine.id), statuses.get(machine.id), now_ms, owners, agents)
         view = mask_machine(principal, raw)
         out.append(MachinePublic.of_view(machine.id, machine.name, machine.profile, view, now_ms))
     return MachinesPublic(at=now, machines=out)

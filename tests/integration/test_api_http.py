@@ -160,6 +160,19 @@ def test_machines_latest_state_for_admin(client: TestClient) -> None:
     assert machines["brake-01"]["link"] == "unreachable"
 
 
+def test_a_machine_whose_agent_went_offline_is_unreachable(client: TestClient, influx_store: InfluxStore) -> None:
+    # cnc-01's newest sample is at 5 s; edge-1 (its agent) goes offline at 5.5 s: nothing it says since is known.
+    assert machines_by_id(client, "admin")["cnc-01"]["link"] == "online"
+    agent = {"status": "offline", "detail": "last will"}
+    influx_store.write([Point("agent_status", {"site": "bdg", "agent": "edge-1"}, agent, T0 + 5_500)])
+    cnc = machines_by_id(client, "admin")["cnc-01"]
+    assert (cnc["link"], cnc["state"], cnc["last_state"]) == ("unreachable", "UNKNOWN", "IDLE")
+    # A sample after the agent's offline status: it is back.
+    influx_store.write([cnc_sample := tel("cnc-01", 5.8, state="RUNNING")])
+    assert cnc_sample.ts_ms > T0 + 5_500
+    assert machines_by_id(client, "admin")["cnc-01"]["link"] == "online"
+
+
 NO_COUNTERS = {"good_count": None, "reject_count": None, "energy_kwh": None}
 
 
