@@ -10,6 +10,7 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Query, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.db.repo import principal_for_key
@@ -55,9 +56,19 @@ def get_rollups(request: Request) -> RollupReader | None:
 
 
 def get_db(request: Request) -> Iterator[Session]:
-    """A business-DB session for one request; anything the route did not commit is rolled back."""
+    """A business-DB session for one request; anything the route did not commit is rolled back.
+
+    A request that changes nothing (GET, HEAD, OPTIONS) reads in a plain transaction: on SQLite the write sessions
+    of api.db.engine.sessions take the database's write lock when they begin, and a report reading for seconds must
+    not hold every other request up.
+    """
     factory: sessionmaker[Session] = request.app.state.db
-    with factory() as session:
+    bind = factory.kw.get("bind")
+    if request.method in SAFE_METHODS and isinstance(bind, Engine):
+        session = factory(bind=bind.execution_options(immediate=False))
+    else:
+        session = factory()
+    with session:
         yield session
 
 
@@ -103,6 +114,7 @@ def current_caller(
         found = principal_for_key(db, presented, _ms(now)) if len(presented) <= MAX_KEY_CHARS else None
         if found is None:
             raise _unauthorized("invalid API key")
+        _end_transaction(db)
         # The DB's role names are the policy's (a unit test checks every one maps).
         return Caller(Principal(found.name, Role(found.role), found.tenant), None)
     cookie = request.cookies.get(COOKIE_NAME)
@@ -116,7 +128,14 @@ def current_caller(
             status.HTTP_403_FORBIDDEN,
             detail=f"missing or wrong CSRF token: send the header {CSRF_HEADER} with the 'csrf' of GET /v1/me",
         )
+    _end_transaction(db)
     return Caller(info.principal, info)
+
+
+def _end_transaction(db: Session) -> None:
+    """End the key check's transaction, so it holds no lock while the route runs (a stream runs for minutes)."""
+    if db.in_transaction() and not (db.new or db.dirty or db.deleted):
+        db.commit()
 
 
 CallerDep = Annotated[Caller, Depends(current_caller)]

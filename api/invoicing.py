@@ -92,8 +92,11 @@ def draft_period(db: Session, store: TimeSeriesStore, site: SiteConfig, period: 
     """Store a draft for every tenant billed in the period (tenants already finalized for it are skipped)."""
     the_period = period_of(period, site.site.timezone)
     data = billing_data(db, zone(site))
+    # Reading a month of telemetry takes a while: hold no database lock meanwhile (SQLite's is the whole file).
+    db.rollback()
     result = compute(store, site, data, period, tenants=data.tenants, facility_name=data.facility_name)
     inputs_json = billing_document.inputs_to_json(result.inputs)
+    lags = lagging(store, site, the_period, data.watermark_grace_min)
     final = {
         i.tenant_id
         for i in ledger.list_invoices(db, site=site.site.id, period=period, status="finalized")
@@ -109,7 +112,6 @@ def draft_period(db: Session, store: TimeSeriesStore, site: SiteConfig, period: 
                 db, site=site.site.id, tenant=tenant, period=period, document=doc, inputs=inputs_json, now_ms=now_ms
             )
         )
-    lags = lagging(store, site, the_period, data.watermark_grace_min)
     return Drafts(drafts, lags, result.charges.unallocated, skipped)
 
 
@@ -121,6 +123,7 @@ def finalize(
         # What the ledger would refuse is refused first: a finalized invoice is not "before the watermark".
         return ledger.finalize(db, invoice.id, now_ms=now_ms, override=override)
     data = billing_data(db, zone(site))
+    db.rollback()  # no lock while the store answers
     lags = lagging(store, site, period_of(invoice.period, site.site.timezone), data.watermark_grace_min)
     if lags and override is None:
         behind = ", ".join(f"{lag.machine} ({_when(lag.newest_ms)})" for lag in lags[:10])
