@@ -19,9 +19,11 @@ def _no_browser(reason: str) -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: playwright's sync API runs an event loop on the main thread while it is open, and the
+# rest of the suite (asyncio.run in agent and simulator tests) must not find one; nor should a chain keep running.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """Headless Chromium (Debian's), shared by the session."""
+    """Headless Chromium (Debian's), shared by a module's tests."""
     if not CHROMIUM.exists():
         _no_browser(f"{CHROMIUM} is not installed (apt-get install chromium)")
     try:
@@ -34,9 +36,9 @@ def browser() -> Iterator[Any]:
         chrome.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chain(browser: Any) -> Iterator[Chain]:
-    """The running chain, shared by the session (started after the browser check: no chain without a browser)."""
+    """The running chain, shared by a module's tests (started after the browser check: no chain without one)."""
     started = start_chain()
     yield started
     started.close()

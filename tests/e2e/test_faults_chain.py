@@ -26,6 +26,7 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
+from replaying import publish_replay
 
 from api.app import create_app
 from api.server import serve, stop
@@ -37,7 +38,7 @@ from shopfloor.demo import DemoKeys, prepare_site
 from shopfloor.influx import InfluxStore
 from shopfloor.mqtt import MqttLink, MqttSettings
 from shopfloor.services import InfluxDB, Mosquitto, free_port, temp_workdir
-from simulators.replay import Message, MqttSink, ReplayOptions, replay_messages
+from simulators.replay import Message, ReplayOptions, replay_messages
 from simulators.scenario import load_scenario, scenarios_dir
 from simulators.truth import GroundTruth
 from simulators.world import World
@@ -161,18 +162,7 @@ def chain(example_site: SiteConfig, influxdb: InfluxDB) -> Iterator[Chain]:
         _sync(broker.url, collector, site.site.id)
         world = World(site, load_scenario(SCENARIO, site), SEED, T0)
         messages: list[Message] = list(replay_messages(world, "edge-1", ReplayOptions()))
-        sink = MqttSink(broker.url, f"faults-replay-{uuid.uuid4().hex[:8]}")
-        try:
-            for message in messages:
-                sink(message)
-        finally:
-            sink.close()
-        # Every sample carrying a value is one point: wait until the store holds them all.
-        want: dict[str, int] = {}
-        for message in messages:
-            if message.batch is not None:
-                n = sum(1 for s in message.batch.samples if s.values)
-                want[message.batch.machine] = want.get(message.batch.machine, 0) + n
+        want = publish_replay(broker.url, messages, "faults-replay")  # wait until the store holds them all
         end = world.end_ms + 60_000
         wait_for(
             lambda: all(len(store.samples(site.site.id, m, T0, end)) == n for m, n in want.items()),

@@ -26,6 +26,7 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
+from replaying import publish_replay
 
 from api.app import create_app
 from api.db import migrate, repo
@@ -38,7 +39,7 @@ from shopfloor.config import SiteConfig, default_site_path
 from shopfloor.influx import InfluxStore
 from shopfloor.mqtt import MqttSettings
 from shopfloor.services import InfluxDB, Mosquitto, free_port, temp_workdir
-from simulators.replay import JsonlSink, Message, MqttSink, ReplayOptions, replay_messages
+from simulators.replay import JsonlSink, Message, ReplayOptions, replay_messages
 from simulators.scenario import load_scenario, scenarios_dir
 from simulators.truth import GroundTruth
 from simulators.world import World
@@ -149,17 +150,7 @@ def chain(influxdb: InfluxDB, tmp_path_factory: pytest.TempPathFactory) -> Itera
             write = JsonlSink(out)
             for message in messages:
                 write(message)
-        sink = MqttSink(broker.url, f"invoice-replay-{uuid.uuid4().hex[:8]}")
-        try:
-            for message in messages:
-                sink(message)
-        finally:
-            sink.close()
-        want: dict[str, int] = {}
-        for message in messages:
-            if message.batch is not None:
-                n = sum(1 for s in message.batch.samples if s.values)
-                want[message.batch.machine] = want.get(message.batch.machine, 0) + n
+        want = publish_replay(broker.url, messages, "invoice-replay")
         end = world.end_ms + 60_000
         _wait(lambda: all(len(store.samples(site.site.id, m, T0, end)) == n for m, n in want.items()))
         app = create_app(

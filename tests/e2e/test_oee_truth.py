@@ -45,6 +45,7 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
+from replaying import publish_replay
 
 from api.app import create_app
 from api.server import serve, stop
@@ -59,7 +60,7 @@ from shopfloor.influx import InfluxStore
 from shopfloor.mqtt import MqttLink, MqttSettings
 from shopfloor.services import InfluxDB, Mosquitto, free_port, temp_workdir
 from simulators.machine import Interval
-from simulators.replay import Message, MqttSink, ReplayOptions, replay_messages
+from simulators.replay import Message, ReplayOptions, replay_messages
 from simulators.runtime import Simulator
 from simulators.scenario import load_scenario, scenarios_dir
 from simulators.truth import GroundTruth, TruthOee
@@ -300,18 +301,7 @@ def test_a_replayed_night_agrees_with_the_ground_truth(example_site: SiteConfig,
     collector = start_collector(services, site, backfill=True)
     world = World(site, load_scenario(scenarios_dir() / "demo.yaml", site), 3, REPLAY_FROM, REPLAY_TO)
     messages: list[Message] = list(replay_messages(world, "edge-1", ReplayOptions()))
-    sink = MqttSink(services.broker.url, f"replay-{uuid.uuid4().hex[:8]}")
-    try:
-        for message in messages:
-            sink(message)
-    finally:
-        sink.close()
-    want: dict[str, int] = {}
-    for message in messages:
-        if message.batch is not None:
-            want[message.batch.machine] = want.get(message.batch.machine, 0) + sum(
-                1 for s in message.batch.samples if s.values
-            )
+    want = publish_replay(services.broker.url, messages)
     sid = site.site.id
     wait_for(
         lambda: all(
