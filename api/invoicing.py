@@ -8,7 +8,7 @@ past the period's end plus the grace minutes, or an override reason is recorded 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -159,8 +159,3 @@ def pdf(document: Mapping[str, Any], lang: str) -> bytes:
     from api.invoice_pdf import render_pdf
 
     return render_pdf(dict(document), lang)
-
-
-def tenants_of(documents: Mapping[str, Any]) -> Sequence[str]:
-    """The tenants a period billed."""
-    return sorted(documents)

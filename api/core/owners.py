@@ -29,7 +29,7 @@ class BadgeSpan:
 class Owners:
     """Badge -> tenant over time, from spans that never overlap for one number."""
 
-    __slots__ = ("_spans", "_starts", "_transfers")
+    __slots__ = ("_edges", "_spans", "_starts", "_transfers")
 
     def __init__(self, spans: Iterable[BadgeSpan] = ()) -> None:
         by_badge: dict[int, list[BadgeSpan]] = {}
@@ -37,6 +37,7 @@ class Owners:
             by_badge.setdefault(span.number, []).append(span)
         self._spans: dict[int, list[BadgeSpan]] = {}
         self._starts: dict[int, list[int]] = {}
+        self._edges: dict[int, list[int]] = {}  # per badge: the instants its ownership changes, ascending
         edges: set[int] = set()
         for number, given in by_badge.items():
             given.sort(key=lambda s: s.from_ms)
@@ -53,10 +54,9 @@ class Owners:
                     mine.append(span)
             self._spans[number] = mine
             self._starts[number] = [s.from_ms for s in mine]
-            for s in mine:
-                edges.add(s.from_ms)
-                if s.to_ms is not None:
-                    edges.add(s.to_ms)
+            own = {t for s in mine for t in (s.from_ms, s.to_ms) if t is not None}
+            self._edges[number] = sorted(own)
+            edges |= own
         self._transfers = sorted(edges)
 
     @classmethod
@@ -77,11 +77,7 @@ class Owners:
 
     def transfers(self, start_ms: int, end_ms: int, badge: int | None = None) -> list[int]:
         """Instants in (start_ms, end_ms) where some badge's (or this badge's) ownership changes, ascending."""
-        if badge is not None:
-            spans = self._spans.get(badge, [])
-            edges = sorted({t for s in spans for t in (s.from_ms, s.to_ms) if t is not None})
-        else:
-            edges = self._transfers
+        edges = self._transfers if badge is None else self._edges.get(badge, [])
         lo = bisect.bisect_right(edges, start_ms)
         return edges[lo : bisect.bisect_left(edges, end_ms)]
 
