@@ -122,7 +122,7 @@ class Client:
         with self.lock:
             return [m.payload for m in self.received if m.topic == topic]
 
-    def wait_for(self, topic: str, payload: bytes, timeout_s: float = 10) -> None:
+    def wait_for(self, topic: str, payload: bytes, timeout_s: float = 30) -> None:
         deadline = time.monotonic() + timeout_s
         while payload not in self.payloads(topic):
             assert time.monotonic() < deadline, f"{payload!r} never arrived on {topic}; got {self.topics()}"
