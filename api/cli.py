@@ -23,7 +23,7 @@ def _run(args: argparse.Namespace) -> int:
     from shopfloor.cli import mqtt_settings
     from shopfloor.config import load_site
     from shopfloor.influx import InfluxStore
-    from shopfloor.settings import Settings
+    from shopfloor.settings import settings
 
     site = load_site(args.site)
     try:
@@ -32,8 +32,8 @@ def _run(args: argparse.Namespace) -> int:
         print(f"shopfloor api: {exc}", file=sys.stderr)
         return 2
     url = args.db_url or default_db_url()
-    if args.db_url is None and Settings().db_url is None:
-        Settings().data_dir.mkdir(parents=True, exist_ok=True)  # the default: a SQLite file in the data dir
+    if args.db_url is None and settings().db_url is None:
+        settings().data_dir.mkdir(parents=True, exist_ok=True)  # the default: a SQLite file in the data dir
     # The business DB (tenants, badges, keys, tariffs, invoices) must be migrated: refuse to serve otherwise.
     try:
         engine = open_engine(url)

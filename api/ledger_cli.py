@@ -28,10 +28,10 @@ class _Refused(Exception):
 def default_db_url() -> str:
     """The business database: Settings' db_url (SHOPFLOOR_DB_URL), else <data_dir>/shopfloor.db."""
     from api.rollups.store import default_url
-    from shopfloor.settings import Settings
+    from shopfloor.settings import settings
 
-    settings = Settings()
-    return settings.db_url or default_url(settings.data_dir)
+    env = settings()
+    return env.db_url or default_url(env.data_dir)
 
 
 def _engine(url: str | None) -> Engine:

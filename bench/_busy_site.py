@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from launcher.services import free_ports
 from shopfloor.config import AgentSpec, SiteConfig, load_site
-from shopfloor.services import free_ports
 
 SITE_FILE = Path(__file__).resolve().parents[1] / "examples" / "site.yaml"
 MODELS = ["cnc-mill-v1", "fiber-laser-v1", "injection-press-v1", "press-brake-v1"]

@@ -1,7 +1,7 @@
 """Agent scale: one edge agent process polling 50, 200, 500 simulated PLCs at 1 s, next to a minimal poller.
 
 For each size, a simulator child process serves the machines (one port each, busy scenario), and a real
-Mosquitto (shopfloor.services, free port) takes the telemetry. First the edge agent runs as its own process
+Mosquitto (launcher.services, free port) takes the telemetry. First the edge agent runs as its own process
 (`python -m edge_agent`, see AGENT_COMMAND), then bench/_baseline_poller.py (one read per register block, json.dumps,
 paho QoS1 publish, nothing else) against the same simulator and broker, each for --warmup then --seconds.
 Measured the same way for both, over the window:
@@ -47,10 +47,10 @@ from typing import Any
 from _busy_site import make_site, scenario_spec
 
 from collector.convert import Written, commit_messages
+from launcher.services import Mosquitto, temp_workdir
 from shopfloor.codec import plan_reads
 from shopfloor.config import SiteConfig
 from shopfloor.mqtt import InboundMessage, MqttLink, MqttSettings
-from shopfloor.services import Mosquitto, temp_workdir
 
 REPO = Path(__file__).resolve().parents[1]
 BASELINE = Path(__file__).resolve().parent / "_baseline_poller.py"

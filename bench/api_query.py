@@ -20,10 +20,10 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from collector.convert import batch_to_points
+from launcher.services import InfluxDB, temp_workdir
 from shopfloor.config import ApiKey, Role, default_site_path, load_site
 from shopfloor.influx import InfluxStore, to_line
 from shopfloor.keys import hash_key
-from shopfloor.services import InfluxDB, temp_workdir
 from simulators.replay import ReplayOptions, replay_messages
 from simulators.scenario import load_scenario, scenarios_dir
 from simulators.world import World

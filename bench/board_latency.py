@@ -28,9 +28,9 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from launcher.demo import DemoKeys, prepare_site
+from launcher.services import Mosquitto, free_port, temp_workdir
 from shopfloor.config import Role, SiteConfig, default_site_path, load_site
-from shopfloor.demo import DemoKeys, prepare_site
-from shopfloor.services import Mosquitto, free_port, temp_workdir
 
 CHROMIUM = "/usr/bin/chromium"
 CLK_TCK = os.sysconf("SC_CLK_TCK")

@@ -35,9 +35,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from collector.convert import batch_to_points  # noqa: E402
+from launcher.services import InfluxDB, Mosquitto, temp_workdir  # noqa: E402
 from shopfloor.contracts import TelemetryBatch  # noqa: E402
 from shopfloor.influx import InfluxStore, to_line  # noqa: E402
-from shopfloor.services import InfluxDB, Mosquitto, temp_workdir  # noqa: E402
 
 SITE = "bdg"
 AGENT = "edge-1"

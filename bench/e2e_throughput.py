@@ -38,10 +38,10 @@ from _busy_site import make_site, scenario_spec
 from collector.registry import Registry
 from collector.service import Collector
 from edge_agent.agent import AgentOptions, EdgeAgent
+from launcher.services import InfluxDB, Mosquitto, temp_workdir
 from shopfloor.config import SiteConfig
 from shopfloor.influx import InfluxStore, RejectedLine
 from shopfloor.mqtt import MqttSettings
-from shopfloor.services import InfluxDB, Mosquitto, temp_workdir
 from simulators.runtime import Simulator
 from simulators.scenario import Scenario
 

@@ -66,11 +66,11 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from collector.convert import batch_to_lines, status_to_point, telemetry_prefix
+from launcher.services import InfluxDB, temp_workdir
 from shopfloor.config import AgentSpec, ApiKey, Role, SiteConfig, default_site_path, load_site
 from shopfloor.contracts import Topic
 from shopfloor.influx import TELEMETRY, InfluxStore, StoreError, quote_literal, to_line
 from shopfloor.keys import hash_key
-from shopfloor.services import InfluxDB, temp_workdir
 from simulators.replay import ReplayOptions, replay_messages
 from simulators.scenario import Scenario, load_scenario, scenarios_dir
 from simulators.world import World

@@ -20,10 +20,10 @@ import struct
 import time
 from typing import Any
 
+from launcher.services import free_ports
 from shopfloor.codec import ReadBlock, plan_reads
 from shopfloor.config import SiteConfig, Table, load_site
 from shopfloor.modbus import PlcError, PlcReader
-from shopfloor.services import free_ports
 from simulators.runtime import Simulator
 from simulators.scenario import Scenario
 

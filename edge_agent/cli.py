@@ -16,7 +16,7 @@ from edge_agent.delivery import DeliveryOptions
 from shopfloor.cli import LOG_FORMAT, add_common, add_metrics, add_mqtt, add_mqtt_login, mqtt_settings
 from shopfloor.codec import describe_plan, plan_reads
 from shopfloor.config import load_plant
-from shopfloor.settings import Settings
+from shopfloor.settings import settings
 from shopfloor.yamlfile import ConfigError
 
 MIB = 1024 * 1024
@@ -43,7 +43,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--data-dir",
         type=Path,
-        default=Settings().data_dir,
+        default=settings().data_dir,
         help="where the agent keeps its outbox and seq counters (default: %(default)s)",
     )
     g = p.add_argument_group("publishing")

@@ -6,10 +6,11 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from shopfloor.settings import Settings
+from shopfloor.settings import SettingsError, settings
 from shopfloor.yamlfile import ConfigError
 
 if TYPE_CHECKING:
@@ -20,8 +21,8 @@ LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
 def add_common(parser: argparse.ArgumentParser) -> None:
     """Add --site and --log-level (defaults from SHOPFLOOR_* environment variables)."""
-    settings = Settings()
-    parser.add_argument("--site", default=str(settings.site), help="site config YAML (default: %(default)s)")
+    env = settings()
+    parser.add_argument("--site", default=str(env.site), help="site config YAML (default: %(default)s)")
     parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="default: %(default)s"
     )
@@ -31,7 +32,7 @@ def add_mqtt(parser: argparse.ArgumentParser) -> None:
     """Add --mqtt (default from SHOPFLOOR_MQTT_URL)."""
     parser.add_argument(
         "--mqtt",
-        default=Settings().mqtt_url,
+        default=settings().mqtt_url,
         help="MQTT broker URL, mqtt://[user:pass@]host:port (default: %(default)s)",
     )
 
@@ -94,52 +95,75 @@ def mqtt_settings(args: argparse.Namespace, **extra: Any) -> MqttSettings:
 
 def add_influx(parser: argparse.ArgumentParser) -> None:
     """Add --influx-url, --influx-db, --influx-user, --influx-password (defaults from SHOPFLOOR_INFLUX_*)."""
-    settings = Settings()
-    parser.add_argument("--influx-url", default=settings.influx_url, help="InfluxDB base URL (default: %(default)s)")
-    parser.add_argument("--influx-db", default=settings.influx_db, help="database name (default: %(default)s)")
-    parser.add_argument("--influx-user", default=settings.influx_user, help="user name, if auth is on")
-    parser.add_argument("--influx-password", default=settings.influx_password, help="password, if auth is on")
+    env = settings()
+    parser.add_argument("--influx-url", default=env.influx_url, help="InfluxDB base URL (default: %(default)s)")
+    parser.add_argument("--influx-db", default=env.influx_db, help="database name (default: %(default)s)")
+    parser.add_argument("--influx-user", default=env.influx_user, help="user name, if auth is on")
+    parser.add_argument("--influx-password", default=env.influx_password, help="password, if auth is on")
+
+
+COMMAND_GROUP = "shopfloor.commands"
+# How `shopfloor --help` lists the commands; any other installed command follows, by name.
+COMMAND_ORDER = (
+    "demo",
+    "simulate",
+    "agent",
+    "collect",
+    "api",
+    "rollup",
+    "report",
+    "db",
+    "invoices",
+    "dashboards",
+    "keygen",
+    "mqtt",
+)
+
+
+def command_entry_points() -> list[metadata.EntryPoint]:
+    """The installed `shopfloor.commands` entry points (name -> module:add_parser), in help order."""
+    found = {ep.name: ep for ep in metadata.entry_points(group=COMMAND_GROUP)}
+    rank = {name: i for i, name in enumerate(COMMAND_ORDER)}
+    return sorted(found.values(), key=lambda ep: (rank.get(ep.name, len(rank)), ep.name))
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Build the argument parser with every component's subcommand."""
-    # Imported here so `shopfloor --help` stays fast and a broken component names itself.
-    from api import cli as api_cli
-    from api import ledger_cli
-    from api.db import cli as db_cli
-    from api.rollups import cli as rollup_cli
-    from collector import cli as collector_cli
-    from edge_agent import cli as agent_cli
-    from launcher import dashboards, report
-    from shopfloor import demo, keys, mqtt_cli
-    from simulators import cli as sim_cli
+    """Build the argument parser with every installed component's subcommand (entry points, group shopfloor.commands).
 
+    The kernel imports no component: each registers its commands through an entry point in pyproject.toml, and is
+    imported only here, when its add_parser is loaded. A component that cannot be imported names itself.
+    """
     parser = argparse.ArgumentParser(
         prog="shopfloor",
         description="Monitor shared machines, meter each tenant's use, compute OEE and bill fairly.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (
-        demo,
-        sim_cli,
-        agent_cli,
-        collector_cli,
-        api_cli,
-        rollup_cli,
-        report,
-        db_cli,
-        ledger_cli,
-        dashboards,
-        keys,
-        mqtt_cli,
-    ):
-        module.add_parser(sub)
+    entry_points = command_entry_points()
+    if not entry_points:
+        raise CommandsMissing(
+            f"no shopfloor commands are installed (entry points {COMMAND_GROUP}): install the package, "
+            "for example pip install -e ."
+        )
+    for ep in entry_points:
+        try:
+            add_parser = ep.load()
+        except Exception as exc:  # an import error in one component must not hide the others
+            raise CommandsMissing(f"command {ep.name!r} ({ep.value}) cannot be loaded: {exc}") from exc
+        add_parser(sub)
     return parser
+
+
+class CommandsMissing(RuntimeError):
+    """The component commands cannot be found or loaded."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the shopfloor command line; return the exit code."""
-    parser = build_parser()
+    try:
+        parser = build_parser()
+    except (SettingsError, CommandsMissing) as exc:
+        print(f"shopfloor: {exc}", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     logging.basicConfig(level=getattr(args, "log_level", "INFO"), format=LOG_FORMAT)
     try:

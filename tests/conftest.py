@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from launcher.services import InfluxDB, Mosquitto, temp_workdir
 from shopfloor.config import SiteConfig, default_site_path, load_site
 from shopfloor.influx import InfluxStore
-from shopfloor.services import InfluxDB, Mosquitto, temp_workdir
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -31,18 +31,18 @@ class UsageError(Exception):
 def default_db_url() -> str:
     """The business database: Settings' db_url (SHOPFLOOR_DB_URL), else <data_dir>/shopfloor.db."""
     from api.rollups.store import default_url
-    from shopfloor.settings import Settings
+    from shopfloor.settings import settings
 
-    settings = Settings()
-    return settings.db_url or default_url(settings.data_dir)
+    env = settings()
+    return env.db_url or default_url(env.data_dir)
 
 
 def _url(args: argparse.Namespace) -> str:
     if args.db_url:
         return str(args.db_url)
-    from shopfloor.settings import Settings
+    from shopfloor.settings import settings
 
-    Path(Settings().data_dir).mkdir(parents=True, exist_ok=True)  # our own default place: make it
+    Path(settings().data_dir).mkdir(parents=True, exist_ok=True)  # our own default place: make it
     return default_db_url()
 
 

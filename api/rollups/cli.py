@@ -27,10 +27,10 @@ class UsageError(Exception):
 def default_db_url() -> str:
     """The roll-up database: Settings' db_url (SHOPFLOOR_DB_URL) once it has one, else <data_dir>/shopfloor.db."""
     from api.rollups.store import default_url
-    from shopfloor.settings import Settings
+    from shopfloor.settings import settings
 
-    settings = Settings()
-    return settings.db_url or default_url(settings.data_dir)
+    env = settings()
+    return env.db_url or default_url(env.data_dir)
 
 
 def parse_when(text: str, tz: str, option: str) -> int:
@@ -87,9 +87,9 @@ def _open_rollups(args: argparse.Namespace) -> RollupStore:
 
     url = args.db_url or default_db_url()
     if not args.db_url:
-        from shopfloor.settings import Settings
+        from shopfloor.settings import settings
 
-        Path(Settings().data_dir).mkdir(parents=True, exist_ok=True)  # our own default place: make it
+        Path(settings().data_dir).mkdir(parents=True, exist_ok=True)  # our own default place: make it
     return RollupStore(url)
 
 

@@ -36,14 +36,14 @@ from api.directory import OwnersReader
 from api.live import LiveHub, LiveMachine
 from api.server import serve, stop
 from collector.convert import batch_to_points
+from launcher.demo import business_db
+from launcher.services import Mosquitto, free_port, free_ports, temp_workdir
 from shopfloor.calendar import zone_of
 from shopfloor.codec import encode
 from shopfloor.config import SiteConfig, default_site_path, load_site
 from shopfloor.contracts import SignalValue
-from shopfloor.demo import business_db
 from shopfloor.memstore import MemoryStore
 from shopfloor.mqtt import MqttSettings
-from shopfloor.services import Mosquitto, free_port, free_ports, temp_workdir
 from simulators.replay import ReplayOptions, replay_messages
 from simulators.runtime import Simulator
 from simulators.scenario import load_scenario, scenarios_dir

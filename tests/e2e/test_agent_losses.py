@@ -31,6 +31,7 @@ from collector.registry import Registry
 from collector.service import Collector
 from edge_agent.agent import AgentOptions, EdgeAgent
 from edge_agent.delivery import DeliveryOptions
+from launcher.services import InfluxDB, Mosquitto, free_port, free_ports, temp_workdir
 from shopfloor.codec import encode
 from shopfloor.config import AgentSpec, Machine, SiteConfig, SiteInfo, default_site_path
 from shopfloor.contracts import (
@@ -46,7 +47,6 @@ from shopfloor.contracts import (
 from shopfloor.influx import TELEMETRY, InfluxStore, quote_literal
 from shopfloor.modbus import RegisterServer, UnitMemory
 from shopfloor.mqtt import InboundMessage, MqttLink, MqttSettings
-from shopfloor.services import InfluxDB, Mosquitto, free_port, free_ports, temp_workdir
 
 pytestmark = pytest.mark.e2e
 

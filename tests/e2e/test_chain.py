@@ -20,11 +20,11 @@ from api.server import serve
 from collector.registry import Registry
 from collector.service import Collector
 from edge_agent.agent import EdgeAgent
+from launcher.demo import DemoKeys, prepare_site
+from launcher.services import Mosquitto, free_port
 from shopfloor.config import Role, SiteConfig
-from shopfloor.demo import DemoKeys, prepare_site
 from shopfloor.influx import InfluxStore
 from shopfloor.mqtt import MqttSettings
-from shopfloor.services import Mosquitto, free_port
 from simulators.runtime import Simulator
 from simulators.scenario import load_scenario
 

@@ -32,12 +32,12 @@ from api.app import create_app
 from api.server import serve, stop
 from collector.registry import Registry
 from collector.service import Collector
+from launcher.demo import DemoKeys, prepare_site
+from launcher.services import InfluxDB, Mosquitto, free_port, temp_workdir
 from shopfloor.config import Role, SiteConfig
 from shopfloor.contracts import Topic
-from shopfloor.demo import DemoKeys, prepare_site
 from shopfloor.influx import InfluxStore
 from shopfloor.mqtt import MqttLink, MqttSettings
-from shopfloor.services import InfluxDB, Mosquitto, free_port, temp_workdir
 from simulators.replay import Message, ReplayOptions, replay_messages
 from simulators.scenario import load_scenario, scenarios_dir
 from simulators.truth import GroundTruth

@@ -43,12 +43,12 @@ from collector.history import SAMPLE_CONFLICT
 from collector.registry import Registry
 from collector.service import SEQ_CONFLICT, Collector
 from edge_agent.agent import EdgeAgent
+from launcher.demo import DemoKeys, prepare_site
+from launcher.services import InfluxDB, Mosquitto, free_port, temp_workdir
 from shopfloor.config import Role, SiteConfig
 from shopfloor.contracts import MAX_PAYLOAD_BYTES, PayloadError, Topic, TopicKind
-from shopfloor.demo import DemoKeys, prepare_site
 from shopfloor.influx import InfluxStore, quote_literal
 from shopfloor.mqtt import InboundMessage, MqttLink, MqttSettings
-from shopfloor.services import InfluxDB, Mosquitto, free_port, temp_workdir
 from simulators.runtime import Simulator
 from simulators.scenario import load_scenario
 from simulators.truth import TruthUsage

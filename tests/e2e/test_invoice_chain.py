@@ -35,10 +35,10 @@ from api.db.engine import open_engine, sessions
 from api.server import serve, stop
 from collector.registry import Registry
 from collector.service import Collector
+from launcher.services import InfluxDB, Mosquitto, free_port, temp_workdir
 from shopfloor.config import SiteConfig, default_site_path
 from shopfloor.influx import InfluxStore
 from shopfloor.mqtt import MqttSettings
-from shopfloor.services import InfluxDB, Mosquitto, free_port, temp_workdir
 from simulators.replay import JsonlSink, Message, ReplayOptions, replay_messages
 from simulators.scenario import load_scenario, scenarios_dir
 from simulators.truth import GroundTruth

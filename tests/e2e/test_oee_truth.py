@@ -52,13 +52,13 @@ from api.server import serve, stop
 from collector.registry import Registry
 from collector.service import Collector
 from edge_agent.agent import EdgeAgent
+from launcher.demo import DemoKeys, prepare_site
+from launcher.services import InfluxDB, Mosquitto, free_port, temp_workdir
 from shopfloor.calendar import Calendar
 from shopfloor.config import AgentSpec, LossMapSpec, Role, SiteConfig
 from shopfloor.contracts import Topic
-from shopfloor.demo import DemoKeys, prepare_site
 from shopfloor.influx import InfluxStore
 from shopfloor.mqtt import MqttLink, MqttSettings
-from shopfloor.services import InfluxDB, Mosquitto, free_port, temp_workdir
 from simulators.machine import Interval
 from simulators.replay import Message, ReplayOptions, replay_messages
 from simulators.runtime import Simulator

@@ -14,6 +14,7 @@ import pytest
 from collector.convert import Written, commit_messages
 from edge_agent.delivery import Delivery, DeliveryOptions, parse_commit
 from edge_agent.outbox import Outbox
+from launcher.services import Mosquitto
 from shopfloor.contracts import (
     LinkStatus,
     Sample,
@@ -26,7 +27,6 @@ from shopfloor.contracts import (
     parse_telemetry,
 )
 from shopfloor.mqtt import InboundMessage, MqttLink, MqttSettings
-from shopfloor.services import Mosquitto
 
 pytestmark = pytest.mark.integration
 

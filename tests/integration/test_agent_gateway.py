@@ -19,12 +19,12 @@ import pytest
 
 from edge_agent.agent import AgentOptions, EdgeAgent
 from edge_agent.cli import check_report
+from launcher.services import Mosquitto, free_ports
 from shopfloor.codec import encode
 from shopfloor.config import AgentSpec, SiteConfig, SiteInfo
 from shopfloor.contracts import LinkStatus, Sample, SignalValue, Topic, TopicKind, parse_status, parse_telemetry
 from shopfloor.modbus import RegisterServer, UnitMemory
 from shopfloor.mqtt import InboundMessage, MqttLink, MqttSettings
-from shopfloor.services import Mosquitto, free_ports
 
 pytestmark = pytest.mark.integration
 

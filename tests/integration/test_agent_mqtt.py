@@ -29,6 +29,7 @@ from typing import Any
 import pytest
 
 from edge_agent.agent import AgentOptions, EdgeAgent
+from launcher.services import Mosquitto, free_port
 from shopfloor.codec import encode
 from shopfloor.config import AgentSpec, SiteConfig, SiteInfo, Table, default_site_path
 from shopfloor.contracts import (
@@ -43,7 +44,6 @@ from shopfloor.contracts import (
 )
 from shopfloor.modbus import RegisterServer, UnitMemory
 from shopfloor.mqtt import InboundMessage, MqttLink, MqttSettings
-from shopfloor.services import Mosquitto, free_port
 
 pytestmark = pytest.mark.integration
 

@@ -11,10 +11,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from launcher.services import free_port
 from shopfloor.config import ApiKey, Role, SiteConfig, Tenant
 from shopfloor.influx import InfluxStore, Point
 from shopfloor.keys import hash_key
-from shopfloor.services import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -15,11 +15,11 @@ import pytest
 
 from api.app import create_app
 from api.server import ServerError, serve, stop
+from launcher.services import InfluxDB, free_port
 from shopfloor.cli import build_parser
 from shopfloor.config import ApiKey, Role, SiteConfig, default_site_path
 from shopfloor.influx import InfluxStore, Point
 from shopfloor.keys import hash_key
-from shopfloor.services import InfluxDB, free_port
 
 pytestmark = pytest.mark.integration
 KEY = "sfk_server_test_operator"

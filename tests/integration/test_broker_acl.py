@@ -23,12 +23,12 @@ from typing import Any
 import pytest
 from test_deploy_config import make_certs, relocate, start  # tests/integration/ is on sys.path
 
+from launcher.services import find_binary, free_ports
 from shopfloor.brokerconf import Role, hash_password
 from shopfloor.config import default_site_path, load_site
 from shopfloor.contracts import Topic, subscription_filters
 from shopfloor.mqtt import InboundMessage, MqttLink, MqttSettings, Will
 from shopfloor.mqtt_cli import add_user, check_dir
-from shopfloor.services import find_binary, free_ports
 
 pytestmark = pytest.mark.integration
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "mosquitto"

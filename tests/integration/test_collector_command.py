@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from launcher.services import InfluxDB, Mosquitto
 from shopfloor.contracts import Topic
 from shopfloor.influx import InfluxStore, StoreRejected
 from shopfloor.mqtt import MqttLink, MqttSettings
-from shopfloor.services import InfluxDB, Mosquitto
 
 pytestmark = pytest.mark.integration
 

@@ -20,11 +20,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from collector.metrics import start_metrics_server
 from collector.service import Collector
+from launcher.services import InfluxDB, Mosquitto, temp_workdir
 from shopfloor.config import default_site_path
 from shopfloor.contracts import Topic
 from shopfloor.influx import InfluxStore, Point
 from shopfloor.mqtt import MqttLink, MqttSettings
-from shopfloor.services import InfluxDB, Mosquitto, temp_workdir
 
 pytestmark = pytest.mark.integration
 

@@ -42,6 +42,7 @@ from collector.convert import agent_status_to_point, batch_to_lines, status_to_p
 from collector.history import SAMPLE_CONFLICT
 from collector.registry import MAX_EXACT, Registry, SeqMemory, SignalRule, ValueKind
 from collector.service import SEQ_CONFLICT, Collector
+from launcher.services import Mosquitto
 from shopfloor.config import SiteConfig
 from shopfloor.contracts import (
     MAX_PAYLOAD_BYTES,
@@ -55,7 +56,6 @@ from shopfloor.contracts import (
 )
 from shopfloor.influx import InfluxStore, to_line
 from shopfloor.mqtt import MqttLink, MqttSettings
-from shopfloor.services import Mosquitto
 
 pytestmark = pytest.mark.integration
 

@@ -17,11 +17,11 @@ from api.core.timeline import StatusEvent
 from collector.convert import seq_ranges
 from collector.registry import Registry
 from collector.service import Collector
+from launcher.services import InfluxDB, Mosquitto, free_port
 from shopfloor.config import Machine, SiteConfig, default_site_path, load_site
 from shopfloor.contracts import MAX_PAYLOAD_BYTES, LinkStatus, StatusMessage, Topic
 from shopfloor.influx import InfluxStore, Point, Row
 from shopfloor.mqtt import InboundMessage, MqttLink, MqttSettings
-from shopfloor.services import InfluxDB, Mosquitto, free_port
 
 pytestmark = pytest.mark.integration
 

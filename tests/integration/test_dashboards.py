@@ -25,11 +25,11 @@ from api.core.pieces import HOUR_MS, HourSummary, Piece
 from api.rollups import derived, job
 from collector.convert import agent_status_to_point, batch_to_lines, status_to_point
 from launcher import dashboards
+from launcher.services import InfluxDB, free_port
 from shopfloor.calendar import Calendar, ShiftPattern
 from shopfloor.config import BreakSpec, SiteConfig, default_site_path, load_site
 from shopfloor.contracts import CANONICAL_SIGNALS, LinkStatus, StatusMessage, Topic
 from shopfloor.influx import InfluxStore, quote_literal, to_line
-from shopfloor.services import InfluxDB, free_port
 from shopfloor.store import SCHEMA, Point
 from simulators.replay import ReplayOptions, replay_messages
 from simulators.scenario import load_scenario, scenarios_dir

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from launcher.services import find_binary, free_ports
 from shopfloor.brokerconf import Role
 from shopfloor.config import default_site_path, load_site
 from shopfloor.contracts import Topic, subscription_filters
 from shopfloor.mqtt import InboundMessage, MqttLink, MqttSettings
 from shopfloor.mqtt_cli import add_user, check_dir, load_users
-from shopfloor.services import find_binary, free_ports
 
 pytestmark = pytest.mark.integration
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "mosquitto"

@@ -31,13 +31,13 @@ from api.directory import load_directory
 from api.live import LiveHub
 from api.routes import stream
 from api.server import serve, stop
+from launcher.services import Mosquitto, free_port
 from shopfloor.calendar import zone_of
 from shopfloor.config import ApiKey, Role, SiteConfig
 from shopfloor.contracts import LinkStatus, Sample, StatusMessage, TelemetryBatch, Topic
 from shopfloor.keys import hash_key
 from shopfloor.memstore import MemoryStore
 from shopfloor.mqtt import InboundMessage, MqttLink, MqttSettings
-from shopfloor.services import Mosquitto, free_port
 
 pytestmark = pytest.mark.integration
 

@@ -6,10 +6,10 @@ import asyncio
 
 import pytest
 
+from launcher.services import free_port
 from shopfloor.codec import ReadBlock
 from shopfloor.config import Table
 from shopfloor.modbus import PlcError, PlcReader, RegisterServer, UnitMemory
-from shopfloor.services import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
+from launcher.services import free_port
 from shopfloor.codec import ReadBlock
 from shopfloor.config import Table
 from shopfloor.modbus import EndpointPool, PlcError, PlcReader, RegisterServer, UnitMemory
-from shopfloor.services import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from launcher.services import Mosquitto, free_port, temp_workdir
 from shopfloor.mqtt import InboundMessage, MqttLink, MqttSettings
-from shopfloor.services import Mosquitto, free_port, temp_workdir
 
 pytestmark = pytest.mark.integration
 

@@ -51,11 +51,11 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from api.rollups import job
 from api.rollups.store import RollupStore
+from launcher.services import InfluxDB
 from shopfloor.config import AgentSpec, ApiKey, Role, SiteConfig
 from shopfloor.contracts import SignalValue
 from shopfloor.influx import InfluxStore, Point
 from shopfloor.keys import hash_key
-from shopfloor.services import InfluxDB
 
 pytestmark = pytest.mark.integration
 

@@ -38,11 +38,11 @@ from api.rollups.store import RollupError, RollupStore, _new_piece
 from collector.convert import batch_to_lines, status_to_point
 from collector.registry import Registry
 from collector.service import Collector
+from launcher.services import Mosquitto, free_port
 from shopfloor.config import SiteConfig, default_site_path, load_site
 from shopfloor.contracts import Topic
 from shopfloor.influx import InfluxStore, to_line
 from shopfloor.mqtt import MqttLink, MqttSettings
-from shopfloor.services import Mosquitto, free_port
 from shopfloor.store import Point
 from simulators.replay import ReplayOptions, replay_messages
 from simulators.scenario import load_scenario, scenarios_dir

@@ -7,10 +7,10 @@ import time
 
 import pytest
 
+from launcher.services import Mosquitto
 from shopfloor.config import SiteConfig
 from shopfloor.contracts import Topic, TopicKind, parse_status, parse_telemetry
 from shopfloor.mqtt import InboundMessage, MqttLink, MqttSettings
-from shopfloor.services import Mosquitto
 from simulators.replay import MqttSink, ReplayOptions, run_replay
 from simulators.scenario import load_scenario, scenarios_dir
 from simulators.world import World
@@ -76,7 +76,7 @@ def test_replay_publishes_every_message(fresh_mosquitto: Mosquitto, example_site
 
 
 def test_unreachable_broker_is_reported() -> None:
-    from shopfloor.services import free_port
+    from launcher.services import free_port
 
     with pytest.raises(ConnectionError, match="did not accept a connection"):
         MqttSink(f"mqtt://127.0.0.1:{free_port()}", "sim-replay-nobody", timeout_s=1.0)

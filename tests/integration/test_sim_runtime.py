@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
+from launcher.services import free_port
 from shopfloor.codec import decode, plan_reads
 from shopfloor.config import SiteConfig
 from shopfloor.modbus import PlcError, PlcReader
-from shopfloor.services import free_port
 from simulators.runtime import TICK_S, Simulator
 from simulators.scenario import Scenario
 from simulators.world import World

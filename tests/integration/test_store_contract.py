@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 
 from collector.convert import agent_status_to_point, status_to_point
+from launcher.services import InfluxDB, free_port, temp_workdir
 from shopfloor.contracts import MAX_TS_MS, MIN_TS_MS, LinkStatus, SignalValue, StatusMessage, Topic
 from shopfloor.influx import InfluxStore
 from shopfloor.memstore import MemoryStore
-from shopfloor.services import InfluxDB, free_port, temp_workdir
 from shopfloor.store import (
     HOUR_MS,
     TELEMETRY,

@@ -19,8 +19,8 @@ from typing import Any
 import httpx
 import pytest
 
+from launcher.services import InfluxDB, free_port, temp_workdir
 from shopfloor.influx import InfluxStore, Point, StoreRejected, StoreUnavailable, quote_literal, to_line
-from shopfloor.services import InfluxDB, free_port, temp_workdir
 
 pytestmark = pytest.mark.integration
 T0 = 1764291600000

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from shopfloor.services import free_port, free_ports
+from launcher.services import free_port, free_ports
 
 
 def test_free_ports_are_distinct_and_bindable() -> None:

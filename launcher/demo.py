@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from launcher.services import InfluxDB, Mosquitto, ServiceError, free_port, free_ports, temp_workdir
 from shopfloor.config import ApiKey, Role, SiteConfig, default_site_path, load_site
 from shopfloor.influx import InfluxStore
 from shopfloor.keys import hash_key, new_key
 from shopfloor.mqtt import MqttSettings
-from shopfloor.services import InfluxDB, Mosquitto, ServiceError, free_port, free_ports, temp_workdir
 
-log = logging.getLogger("shopfloor.demo")
+log = logging.getLogger("launcher.demo")
 
 
 @dataclass
