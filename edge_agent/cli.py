@@ -16,7 +16,7 @@ from edge_agent.delivery import DeliveryOptions
 from shopfloor.cli import LOG_FORMAT, add_common, add_metrics, add_mqtt, add_mqtt_login, mqtt_settings
 from shopfloor.codec import describe_plan, plan_reads
 from shopfloor.config import load_plant
-from shopfloor.settings import settings
+from shopfloor.settings import SettingsError, settings
 from shopfloor.yamlfile import ConfigError
 
 MIB = 1024 * 1024
@@ -165,7 +165,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run `agent` on its own (python -m edge_agent), without the other components' commands."""
     parser = argparse.ArgumentParser(prog="python -m edge_agent")
     sub = parser.add_subparsers(dest="command", required=True)
-    add_parser(sub)
+    try:
+        add_parser(sub)
+    except SettingsError as exc:
+        print(f"python -m edge_agent: {exc}", file=sys.stderr)
+        return 2
     args = parser.parse_args(["agent", *(sys.argv[1:] if argv is None else argv)])
     logging.basicConfig(level=args.log_level, format=LOG_FORMAT)
     try:

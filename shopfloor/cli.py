@@ -171,6 +171,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"shopfloor {args.command}: configuration error\n{exc}", file=sys.stderr)
         return 2
+    except SettingsError as exc:
+        print(f"shopfloor {args.command}: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
     return code
