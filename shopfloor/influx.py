@@ -371,8 +371,13 @@ class InfluxStore:
     def ensure_database(self) -> None:
         """Create the database if it does not exist and check the retention policy (InfluxDB 1.x)."""
         resp = self._request("POST", "/query", data={"q": f"CREATE DATABASE {quote_ident(self.database)}"})
-        if resp.status_code >= 400:
-            raise StoreRejected(f"cannot create database {self.database!r}: {_error_text(resp.text)}")
+        if resp.status_code == 403 and self._database_visible():
+            pass  # a user with privileges on an existing database, not an admin (InfluxDB 1.x creates as admin only)
+        elif resp.status_code >= 400:
+            hint = ""
+            if resp.status_code == 403:
+                hint = " (a user that is not an admin needs the database to exist already)"
+            raise StoreRejected(f"cannot create database {self.database!r}: {_error_text(resp.text)}{hint}")
         if self.retention_policy is None:
             return
         policies = {
@@ -385,6 +390,14 @@ class InfluxStore:
                 f"retention policy {self.retention_policy!r} does not exist on database {self.database!r} "
                 f"(it has {', '.join(sorted(map(str, policies))) or 'none'})"
             )
+
+    def _database_visible(self) -> bool:
+        """Whether SHOW DATABASES lists this database (to a user that is not an admin: those it has privileges on)."""
+        try:
+            series = self.query("SHOW DATABASES")
+        except StoreError:
+            return False
+        return any(row and row[0] == self.database for s in series for row in s.get("values", []))
 
     def write_lines(self, lines: Sequence[str]) -> list[RejectedLine]:
         """Write line-protocol lines; return the lines the store refused for good (every other line is written).

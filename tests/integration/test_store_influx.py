@@ -152,6 +152,20 @@ def test_user_and_password_against_an_auth_enabled_store(tmp_path: Path) -> None
             with pytest.raises(StoreRejected, match="401"):
                 store.write_lines([to_line(Point("telemetry", TAGS, {"x": i}, T0 + i)) for i in range(50)])
             assert store.stats["bisections"] == 0
+        # A writer that is not an admin (as a deployment gives the collector): the database exists, so it starts;
+        # a database it has no privileges on, or that does not exist, is refused with the reason.
+        with InfluxStore(server.url, "authdb", username="admin", password="s3cret") as admin:
+            admin.query("CREATE USER writer WITH PASSWORD 'w'")
+            admin.query('GRANT ALL ON "authdb" TO "writer"')
+        with InfluxStore(server.url, "authdb", username="writer", password="w") as store:
+            store.ensure_database()
+            assert store.write_lines([to_line(Point("telemetry", TAGS, {"x": 2}, T0 + 1))]) == []
+            assert count(store) == 2
+        with (
+            InfluxStore(server.url, "otherdb", username="writer", password="w") as store,
+            pytest.raises(StoreRejected, match=r"requires admin privilege.*needs the database to exist already"),
+        ):
+            store.ensure_database()
     finally:
         server.stop()
 
