@@ -371,8 +371,10 @@ class InfluxStore:
     def ensure_database(self) -> None:
         """Create the database if it does not exist and check the retention policy (InfluxDB 1.x)."""
         resp = self._request("POST", "/query", data={"q": f"CREATE DATABASE {quote_ident(self.database)}"})
-        if resp.status_code == 403 and self._database_visible():
-            pass  # a user with privileges on an existing database, not an admin (InfluxDB 1.x creates as admin only)
+        if 400 <= resp.status_code < 500 and self._database_visible():
+            # The database exists: a user that is not an admin (InfluxDB 1.x creates as admin only), or a server
+            # whose v1 API has no CREATE DATABASE (2.x maps databases to buckets).
+            pass
         elif resp.status_code >= 400:
             hint = ""
             if resp.status_code == 403:
