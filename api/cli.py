@@ -1,10 +1,13 @@
-"""`shopfloor api`: serve the HTTP API for one site from an InfluxDB, with roll-ups kept in the business DB."""
+"""`shopfloor api`: serve the HTTP API for one site from its time-series store, roll-ups kept in the business DB."""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -20,7 +23,7 @@ def _run(args: argparse.Namespace) -> int:
     from api.rollups.store import RollupError, RollupStore
     from api.server import GRACE_S
     from shopfloor.calendar import zone_of
-    from shopfloor.cli import mqtt_settings
+    from shopfloor.cli import mqtt_settings, open_store
     from shopfloor.config import load_site
     from shopfloor.influx import InfluxStore
     from shopfloor.settings import settings
@@ -48,11 +51,22 @@ def _run(args: argparse.Namespace) -> int:
         except RollupError as exc:
             print(f"shopfloor api: {exc}", file=sys.stderr)
             return 2
-    with InfluxStore(
-        args.influx_url, args.influx_db, username=args.influx_user, password=args.influx_password
-    ) as store:
+    try:
+        opened = open_store(args)
+    except ValueError as exc:
+        print(f"shopfloor api: {exc}", file=sys.stderr)
+        if rollups is not None:
+            rollups.close()
+        engine.dispose()
+        return 2
+    with opened as store:
         owners = OwnersReader(sessions(engine), zone_of(site.site.timezone))
-        derive = Deriver(store, site, owners)  # the measurement the Grafana dashboards read
+        derive: Deriver | None = None
+        if isinstance(store, InfluxStore):
+            derive = Deriver(store, site, owners)  # the measurement the Grafana dashboards read
+        else:
+            # The Deriver needs InfluxQL, and Grafana reads InfluxDB only: nothing to derive for it.
+            log.info("time-series store %s is not InfluxDB: no machine_hour measurement for Grafana", store.url)
         stop = (
             start_rollup_thread(store, rollups, site, interval_s=args.rollup_interval, derive=derive)
             if rollups
@@ -84,18 +98,18 @@ def _run(args: argparse.Namespace) -> int:
 
 def add_parser(sub: Any) -> None:
     """Register `shopfloor api`."""
-    from shopfloor.cli import add_common, add_influx, add_mqtt, add_mqtt_login
+    from shopfloor.cli import add_common, add_mqtt, add_mqtt_login, add_store
 
     p = sub.add_parser(
         "api",
-        help="serve the HTTP API (machines, timelines, usage, OEE, invoices) from InfluxDB",
+        help="serve the HTTP API (machines, timelines, usage, OEE, invoices) from the time-series store",
         description="Serve the Shopfloor HTTP API: GET /healthz, /v1/machines, /v1/machines/{id}/timeline, "
         "/v1/usage, /v1/oee, /v1/sessions, /v1/invoices and the admin routes. Every /v1 route needs an API key "
         "(Authorization: Bearer ...) from the business DB (`shopfloor db key create`), which must be migrated "
         "(`shopfloor db upgrade`). Closed hours are rolled up in the same DB in the background (`shopfloor rollup`).",
     )
     add_common(p)
-    add_influx(p)
+    add_store(p)
     add_mqtt(p)
     add_mqtt_login(p)
     p.add_argument(

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from collector.registry import Registry
     from collector.service import Collector
+    from shopfloor.store import LineStore
 
 log = logging.getLogger(__name__)
 
@@ -20,9 +21,9 @@ STORE_RETRY_MAX_S = 10.0
 _UNITS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 
 
-def _wait_for_database(store: Any, stop: threading.Event) -> bool:
+def _wait_for_database(store: LineStore, stop: threading.Event) -> bool:
     """Create the database, retrying while the store is unreachable; return False if told to stop first."""
-    from shopfloor.influx import StoreUnavailable
+    from shopfloor.store import StoreUnavailable
 
     delay = 0.5
     warned = False
@@ -84,8 +85,8 @@ def run(args: argparse.Namespace) -> int:
     """Run the collector until SIGINT/SIGTERM (SIGHUP reloads the site file); return the exit code."""
     from collector.metrics import start_metrics_server
     from collector.service import Collector
-    from shopfloor.cli import mqtt_settings, read_secret
-    from shopfloor.influx import InfluxStore, StoreRejected
+    from shopfloor.cli import mqtt_settings, open_store, read_secret
+    from shopfloor.store import StoreRejected
 
     try:
         mqtt = mqtt_settings(args, session_expiry_s=args.session_expiry)
@@ -97,16 +98,9 @@ def run(args: argparse.Namespace) -> int:
         if args.influx_password_file is not None:
             password = read_secret(args.influx_password_file, "--influx-password-file")
         token = read_secret(args.influx_token_file, "--influx-token-file") if args.influx_token_file else None
-        store = InfluxStore(
-            args.influx_url,
-            args.influx_db,
-            username=args.influx_user,
-            password=password,
-            token=token,
-            retention_policy=args.influx_rp,
-        )
+        store = open_store(args, password=password, token=token, retention_policy=args.influx_rp)
     except ValueError as exc:
-        log.error("%s; fix the --influx-* options", exc)
+        log.error("%s; fix the --influx-* or --sqlite-store options", exc)
         return 2
     registry = _load_registry(args)
     log.info("site registry: %s", registry.describe())
@@ -133,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
             if not _wait_for_database(store, stop):
                 return 0
         except StoreRejected as exc:
-            log.error("%s; check --influx-db, --influx-rp and the store's permissions", exc)
+            log.error("%s; check --influx-db, --influx-rp or --sqlite-store, and the store's permissions", exc)
             return 1
         collector = Collector(
             mqtt,
@@ -221,13 +215,14 @@ def _duration_ms(text: str) -> int:
 
 def add_parser(sub: Any) -> None:
     """Register `shopfloor collect`."""
-    from shopfloor.cli import add_common, add_influx, add_metrics, add_mqtt, add_mqtt_login
+    from shopfloor.cli import add_common, add_metrics, add_mqtt, add_mqtt_login, add_store
 
     p = sub.add_parser(
         "collect",
-        help="subscribe to telemetry, write it to InfluxDB, ack MQTT only after the store accepted",
-        description="Validate every telemetry and machine status message, write the valid ones to InfluxDB in "
-        "batches and acknowledge them (MQTT manual ack, persistent session) only after InfluxDB accepted them; "
+        help="subscribe to telemetry, write it to the time-series store, ack MQTT only after the store accepted",
+        description="Validate every telemetry and machine status message, write the valid ones to the time-series "
+        "store (InfluxDB, or the embedded SQLite store with --sqlite-store) in batches and acknowledge them (MQTT "
+        "manual ack, persistent session) only after the store accepted them; "
         "then publish commits so agents can drop what is stored. Invalid messages are counted, logged once per "
         "kind and dead-lettered. Runs until SIGINT/SIGTERM; logs a summary line every --summary-interval s.",
     )
@@ -243,7 +238,7 @@ def add_parser(sub: Any) -> None:
         help="MQTT v5 session expiry: how long the broker keeps this client id's session, subscription and unacked "
         "messages while the collector is away (default: %(default)s)",
     )
-    add_influx(p)
+    add_store(p)
     g = p.add_argument_group("InfluxDB writes and auth")
     g.add_argument(
         "--influx-rp", default=None, metavar="NAME", help="retention policy to write to (default: the database's)"

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from shopfloor.contracts import SignalValue, decode_payload
-from shopfloor.influx import Row
+from shopfloor.store import Row
 
 SAMPLE_CONFLICT = "sample-conflict"
 DEFAULT_REFRESH_S = 30.0

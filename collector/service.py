@@ -40,10 +40,10 @@ from collector.history import DEFAULT_REFRESH_S, SAMPLE_CONFLICT, Conflict, Hist
 from collector.metrics import WRITE_BUCKETS, CollectorSnapshot, SeqTracker
 from collector.registry import CheckedLines, Recent, Registry, SeqMemory, payload_digest
 from shopfloor.contracts import PayloadError, Topic, TopicKind, parse_status, parse_telemetry, subscription_filters
-from shopfloor.influx import InfluxStore, RejectedLine, StoreRejected, StoreUnavailable, to_line
+from shopfloor.influx import RejectedLine, StoreRejected, StoreUnavailable, to_line
 from shopfloor.metrics import LatencyHistogram
 from shopfloor.mqtt import InboundMessage, MqttLink, MqttSettings, PublishHandle
-from shopfloor.store import HOUR_MS
+from shopfloor.store import HOUR_MS, LineStore
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +190,7 @@ class Collector:
     def __init__(
         self,
         mqtt: MqttSettings,
-        store: InfluxStore,
+        store: LineStore,
         client_id: str = "shopfloor-collector",
         batch_points: int = 5000,
         flush_interval_s: float = 0.2,
@@ -487,6 +487,20 @@ class Collector:
         with self._cond:
             self._generation += 1
         self._count("connects")
+        link = self._link
+        shared = [f for f in self.filters if f.startswith("$share/")]
+        # MqttLink subscribed them without the prefix: losing nothing beats sharing nothing ($share/ filters match
+        # no message on a broker without shared subscriptions).
+        unshared = shared and link is not None and link.shared_subscriptions is False
+        if unshared and link is not None and self._first_time("no-shared-subscriptions"):
+            log.warning(
+                "collector %r: broker %s has no shared subscriptions (MQTT %s); subscribed to %s without the "
+                "$share/ prefix, so replicas will each get every message (and write it again)",
+                self.client_id,
+                self.mqtt,
+                link.protocol,
+                ", ".join(f.split("/", 2)[2] for f in shared),
+            )
 
     def _on_message(self, msg: InboundMessage) -> None:
         # An exception escaping here would stop the MQTT client's thread: nothing may escape.

@@ -15,6 +15,7 @@ from shopfloor.yamlfile import ConfigError
 
 if TYPE_CHECKING:
     from shopfloor.mqtt import MqttSettings
+    from shopfloor.store import LineStore
 
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
@@ -102,10 +103,42 @@ def add_influx(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--influx-password", default=env.influx_password, help="password, if auth is on")
 
 
+def add_store(parser: argparse.ArgumentParser) -> None:
+    """Add the time-series store options: --sqlite-store PATH and the InfluxDB ones (add_influx)."""
+    add_influx(parser)
+    parser.add_argument(
+        "--sqlite-store",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="use the embedded SQLite time-series store at PATH instead of InfluxDB (created if missing; the "
+        "--influx-* options are then ignored)",
+    )
+
+
+def open_store(args: argparse.Namespace, **influx: Any) -> LineStore:
+    """The time-series store add_store's options name: SqliteStore at --sqlite-store, else InfluxStore.
+
+    influx: further InfluxStore arguments (token, retention_policy, ...). Raise ValueError for a bad option.
+    """
+    if getattr(args, "sqlite_store", None) is not None:
+        from shopfloor.sqlitestore import SqliteStore
+
+        path = Path(args.sqlite_store)
+        if path.is_dir():
+            raise ValueError(f"--sqlite-store {str(path)!r} is a directory; give the path of a database file")
+        return SqliteStore(path)
+    from shopfloor.influx import InfluxStore
+
+    options: dict[str, Any] = {"username": args.influx_user, "password": args.influx_password, **influx}
+    return InfluxStore(args.influx_url, args.influx_db, **options)
+
+
 COMMAND_GROUP = "shopfloor.commands"
 # How `shopfloor --help` lists the commands; any other installed command follows, by name.
 COMMAND_ORDER = (
     "demo",
+    "broker",
     "simulate",
     "agent",
     "collect",

@@ -1,8 +1,9 @@
 """The time-series store interface (`TimeSeriesStore`), its schema and its value types.
 
 Everything that reads raw facts (the API's reader, the collector's history check, roll-ups) goes through the
-Protocol below, so a second implementation (the embedded SQLite store) can replace InfluxDB (`shopfloor.influx`)
-without touching the analytics. Both must pass tests/integration/test_store_contract.py.
+Protocol below, so the embedded SQLite store (`shopfloor.sqlitestore`) can replace InfluxDB (`shopfloor.influx`)
+without touching the analytics. Both pass tests/integration/test_store_contract.py. The collector writes line
+protocol: `LineStore` is what it needs of either.
 
 Schema: one series per measurement and key tags; a point written again at the same series and time merges its
 fields into the stored one (later values win), so a resent sample is harmless.
@@ -225,6 +226,39 @@ class TimeSeriesStore(Protocol):
     def late_hours(self, site: str, since_received_ms: int) -> list[LateHour]:
         """(machine, hour_ms, received_ms) of every machine-hour marked after since_received_ms, oldest hour first."""
         ...
+
+
+class LineStore(TimeSeriesStore, Protocol):
+    """What the collector needs of a store besides the reads: line-protocol writes and telemetry rows.
+
+    Implemented by InfluxStore (shopfloor.influx) and SqliteStore (shopfloor.sqlitestore).
+    """
+
+    @property
+    def url(self) -> str:
+        """Where the store is (a URL or a file path), for log lines."""
+        ...
+
+    @property
+    def database(self) -> str:
+        """The database written to, for log lines."""
+        ...
+
+    def write_lines(self, lines: Sequence[str]) -> list[RejectedLine]:
+        """Write line-protocol lines (ms timestamps); return those refused for good, every other line is written.
+
+        Raise StoreUnavailable when the store cannot take them now (retry later), StoreRejected when it refuses the
+        request itself.
+        """
+        ...
+
+    def telemetry(self, site: str, machine: str, start_ms: int, end_ms: int) -> list[Row]:
+        """Telemetry rows of one machine with start_ms <= ts < end_ms, oldest first (samples() as rows)."""
+        ...
+
+    def __enter__(self) -> LineStore: ...
+
+    def __exit__(self, *_exc: object) -> None: ...
 
 
 # ---- argument checks shared by every implementation (bad arguments fail before any I/O) -------------------------

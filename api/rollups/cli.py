@@ -100,8 +100,8 @@ def _progress(step: BuildReport) -> None:
 def _run(args: argparse.Namespace) -> int:
     from api.rollups import job
     from api.rollups.store import RollupError
+    from shopfloor.cli import open_store
     from shopfloor.config import load_site
-    from shopfloor.influx import InfluxStore
     from shopfloor.store import StoreError
 
     try:
@@ -118,9 +118,7 @@ def _run(args: argparse.Namespace) -> int:
                 n = rollups.delete(sid, machines, start, end)
                 print(f"deleted {n} machine-hour(s) of site {sid!r}; the job builds them again from raw")
                 return 0
-            with InfluxStore(
-                args.influx_url, args.influx_db, username=args.influx_user, password=args.influx_password
-            ) as store:
+            with open_store(args) as store:
                 if args.action == "status":
                     return _status(store, rollups, site, machines, args.json)
                 if args.action == "rebuild":
@@ -195,7 +193,7 @@ def _status(store: Any, rollups: RollupStore, site: SiteConfig, machines: list[s
 
 def add_parser(sub: Any) -> None:
     """Register `shopfloor rollup`."""
-    from shopfloor.cli import add_common, add_influx
+    from shopfloor.cli import add_common, add_store
 
     p = sub.add_parser(
         "rollup",
@@ -208,7 +206,7 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("action", choices=["build", "rebuild", "delete", "status"])
     add_common(p)
-    add_influx(p)
+    add_store(p)
     p.add_argument(
         "--db-url",
         default=None,

@@ -1,6 +1,7 @@
 """The TimeSeriesStore contract: every store implementation must pass this file unchanged (shopfloor/store.py).
 
-Parametrized over IMPLEMENTATIONS (the embedded SQLite store joins later). The InfluxDB of this suite caps a whole
+Parametrized over IMPLEMENTATIONS: InfluxDB, the embedded SQLite store (a fresh file per test) and the in-memory
+reference. The InfluxDB of this suite caps a whole
 answer at ROW_LIMIT rows, as deployments may (max-row-limit): every read here must still come back whole.
 Times are hand-picked around T0 = 2025-11-28T01:00:00Z; the expected rows are written out in each test.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +21,7 @@ from launcher.services import InfluxDB, free_port, temp_workdir
 from shopfloor.contracts import MAX_TS_MS, MIN_TS_MS, LinkStatus, SignalValue, StatusMessage, Topic
 from shopfloor.influx import InfluxStore
 from shopfloor.memstore import MemoryStore
+from shopfloor.sqlitestore import SqliteStore
 from shopfloor.store import (
     HOUR_MS,
     TELEMETRY,
@@ -30,14 +33,14 @@ from shopfloor.store import (
 
 pytestmark = pytest.mark.integration
 
-IMPLEMENTATIONS = ["influx", "memory"]
+IMPLEMENTATIONS = ["influx", "sqlite", "memory"]
 ROW_LIMIT = 100
 T0 = 1_764_291_600_000  # 2025-11-28T01:00:00Z, an hour start
 SITE = "bdg"
 
 
-def _implements(store: InfluxStore) -> TimeSeriesStore:
-    return store  # mypy (run on this file too) checks that InfluxStore matches the interface
+def _implements(store: InfluxStore | SqliteStore) -> TimeSeriesStore:
+    return store  # mypy (run on this file too) checks that both stores match the interface
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +62,12 @@ def store(request: pytest.FixtureRequest) -> Iterator[TimeSeriesStore]:
         influx.ensure_database()
         yield _implements(influx)
         influx.close()
+    elif request.param == "sqlite":
+        tmp_path: Path = request.getfixturevalue("tmp_path")
+        sqlite = SqliteStore(tmp_path / "timeseries.db")
+        sqlite.ensure_database()
+        yield _implements(sqlite)
+        sqlite.close()
     elif request.param == "memory":
         yield MemoryStore()
     else:  # pragma: no cover - a new implementation needs its branch here
@@ -72,6 +81,11 @@ def down_store(request: pytest.FixtureRequest) -> Iterator[TimeSeriesStore]:
         influx = InfluxStore(f"http://127.0.0.1:{free_port()}", "down", timeout_s=1)
         yield _implements(influx)
         influx.close()
+    elif request.param == "sqlite":
+        tmp_path: Path = request.getfixturevalue("tmp_path")
+        sqlite = SqliteStore(tmp_path / "no-such-directory" / "timeseries.db", timeout_s=1)  # cannot be opened
+        yield _implements(sqlite)
+        sqlite.close()
     else:  # pragma: no cover
         raise AssertionError(f"no fixture for store implementation {request.param!r}")
 
