@@ -29,6 +29,9 @@ PROTOCOLS = ("auto", "5", "3.1.1")
 # CONNACK "unsupported protocol version": what a 3.1.1-only broker answers a v5 CONNECT with (paho maps it to 0x84).
 _UNSUPPORTED_PROTOCOL = 0x84
 DEFAULT_SESSION_EXPIRY_S = 86_400
+_KEEPALIVE_TIMEOUT = "Keep alive timeout"  # paho's reason when no packet came for a keepalive
+_FALLBACKS_LOGGED: set[str] = set()  # brokers whose lack of v5 was logged at WARNING by this process
+_FALLBACKS_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,6 +259,14 @@ class MqttLink:
         self._down_since: float | None = None
         self._down_reason = ""
         self._logged_protocol = False
+        # "auto" falling back: _falling_back while the next attempt speaks 3.1.1 after a refusal; _probing while it
+        # tries 3.1.1 because a v5 CONNECT went unanswered (kept only if that attempt connects); _connack: whether
+        # the broker answered the current attempt.
+        self._falling_back = False
+        self._probing = False
+        self._connack = False
+        self._v5_connect: tuple[Any, Any, Any] | None = None
+        self._shared: bool | None = None
         self._logged_refusals: set[str] = set()
         self._queue_full_logged = False
         # Handles by mid until the broker answers; `early` holds answers that beat the handle's registration.
@@ -292,6 +303,13 @@ class MqttLink:
         return "5" if self._v5 else "3.1.1"
 
     @property
+    def shared_subscriptions(self) -> bool | None:
+        """Whether the broker takes `$share/<group>/` filters (None before the first connect). When it does not (MQTT
+        3.1.1, or a v5 broker that says so) such filters are subscribed without the prefix: every subscriber gets
+        every message."""
+        return self._shared
+
+    @property
     def stats(self) -> dict[str, Any]:
         """Counters since start: connects, disconnects, refused publishes by reason, queue-full refusals, ..."""
         with self._lock:
@@ -319,6 +337,7 @@ class MqttLink:
 
     def _handle_pre_connect(self, _client: paho.Client, _userdata: Any) -> None:
         self._attempts += 1
+        self._connack = False
 
     def _failed(self, reason: str) -> None:
         """One connect attempt failed or the link dropped: log once per outage, arm the next (jittered) wait."""
@@ -339,10 +358,11 @@ class MqttLink:
     def _handle_connect_fail(self, _client: paho.Client, _userdata: Any) -> None:
         self._failed("connection refused or unreachable")
 
-    def _handle_connect(
-        self, client: paho.Client, _userdata: Any, _flags: Any, reason: ReasonCode, _props: Any
-    ) -> None:
+    def _handle_connect(self, client: paho.Client, _userdata: Any, _flags: Any, reason: ReasonCode, props: Any) -> None:
+        self._connack = True
         if reason.is_failure:
+            if self._probing:
+                self._end_probe(kept=False)
             if self._v5 and self.settings.protocol == "auto" and reason.value == _UNSUPPORTED_PROTOCOL:
                 self._fall_back_to_311()
                 return
@@ -361,7 +381,12 @@ class MqttLink:
                 )
             return  # paho disconnects next; _handle_disconnect arms the backoff
         self._attempts = 0
+        self._falling_back = False
+        if self._probing:
+            self._end_probe(kept=True)
         self._set_delay(self.settings.reconnect_min_s)
+        available = getattr(props, "SharedSubscriptionAvailable", 1) if self._v5 else 0
+        self._shared = bool(available)
         if not self._logged_protocol:
             self._logged_protocol = True
             log.info("connected to MQTT broker %s as %r (MQTT %s)", self.settings, self.client_id, self.protocol)
@@ -376,7 +401,7 @@ class MqttLink:
         self._ever_connected = True
         self._count("connects")
         with self._lock:
-            filters = list(self._filters)
+            filters = self._effective(self._filters)
         if filters:
             client.subscribe(filters)
         self._connected.set()
@@ -386,16 +411,65 @@ class MqttLink:
             except Exception:
                 log.exception("MQTT %s: on_connect listener failed", self.settings)
 
-    def _fall_back_to_311(self) -> None:
+    def _effective(self, filters: Sequence[tuple[str, int]]) -> list[tuple[str, int]]:
+        """filters as subscribed: without a `$share/<group>/` prefix when the broker has no shared subscriptions."""
+        if self._shared is not False:
+            return list(filters)
+        out: list[tuple[str, int]] = []
+        for f, qos in filters:
+            parts = f.split("/", 2)
+            plain = parts[2] if f.startswith("$share/") and len(parts) == 3 else f
+            if (plain, qos) not in out:
+                out.append((plain, qos))
+        return out
+
+    def _speak_311(self) -> None:
         # paho 2.1 has no public way to change a client's protocol; it downgrades 3.1.1 to 3.1 by setting the same
         # attributes (paho is pinned to 2.1.*). The next attempt, after the usual backoff, speaks 3.1.1.
-        self._v5 = False
         client = self._client
+        if self._v5_connect is None:
+            self._v5_connect = (
+                getattr(client, "_clean_session", None),
+                client._clean_start,
+                client._connect_properties,
+            )
+        self._v5 = False
         client._protocol = paho.MQTTv311
         client._clean_session = not self._persistent
         client._clean_start = paho.MQTT_CLEAN_START_FIRST_ONLY
         client._connect_properties = None
-        log.warning("MQTT broker %s does not speak MQTT v5; falling back to MQTT 3.1.1", self.settings)
+
+    def _fall_back_to_311(self) -> None:
+        self._speak_311()
+        self._falling_back = True
+        self._set_delay(self.settings.reconnect_min_s)
+        # Once per broker and process at WARNING: every link of a process (a collector's resume makes a new one)
+        # falls back, and the first line said it all.
+        where = str(self.settings)
+        with _FALLBACKS_LOCK:
+            first = where not in _FALLBACKS_LOGGED
+            _FALLBACKS_LOGGED.add(where)
+        log.log(
+            logging.WARNING if first else logging.DEBUG,
+            "MQTT broker %s does not speak MQTT v5; falling back to MQTT 3.1.1",
+            self.settings,
+        )
+
+    def _end_probe(self, *, kept: bool) -> None:
+        """A 3.1.1 attempt after an unanswered v5 CONNECT ended: keep 3.1.1 if it connected, else speak v5 again."""
+        self._probing = False
+        if kept:
+            log.warning(
+                "MQTT broker %s did not answer an MQTT v5 CONNECT but accepts MQTT 3.1.1; staying on MQTT 3.1.1",
+                self.settings,
+            )
+            return
+        saved = self._v5_connect
+        if saved is not None:
+            client = self._client
+            self._v5 = True
+            client._protocol = paho.MQTTv5
+            client._clean_session, client._clean_start, client._connect_properties = saved
 
     def _handle_disconnect(
         self, _client: paho.Client, _userdata: Any, _flags: Any, reason: ReasonCode, _props: Any
@@ -405,6 +479,17 @@ class MqttLink:
         if self._stopping:
             log.info("disconnected from MQTT broker %s", self.settings)
             return
+        if self._falling_back and not was_up:
+            return  # the broker closes after refusing v5; the next attempt (armed already) speaks 3.1.1
+        if not was_up and not self._connack and str(reason) == _KEEPALIVE_TIMEOUT:
+            # A whole keepalive without a CONNACK on an open connection. Some 3.1.1 brokers (amqtt 0.12 for one)
+            # never answer a v5 CONNECT that carries properties: try 3.1.1 once. (A connection merely closed
+            # before the CONNACK is a broker going away, not one that cannot read v5.)
+            if self._probing:
+                self._end_probe(kept=False)
+            elif self._v5 and self.settings.protocol == "auto":
+                self._speak_311()
+                self._probing = True
         if was_up:
             self._count("disconnects")
             log.warning(
@@ -459,7 +544,7 @@ class MqttLink:
         with self._lock:
             self._filters.extend((f, qos) for f in filters)
         if self.connected:
-            self._client.subscribe([(f, qos) for f in filters])
+            self._client.subscribe(self._effective([(f, qos) for f in filters]))
 
     def start(self) -> None:
         """Connect in the background; the link keeps reconnecting until stop()."""
