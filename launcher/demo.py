@@ -1,4 +1,7 @@
-"""`shopfloor demo`: simulators, edge agent, MQTT broker, collector, InfluxDB and the API on one machine."""
+"""`shopfloor demo`: simulators, edge agent, MQTT broker, collector, stores and the API in one process.
+
+By default nothing but this package: the embedded broker (amqtt) and the SQLite stores; running services on request.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from shopfloor.config import ApiKey, Role, SiteConfig, default_site_path, load_s
 from shopfloor.influx import InfluxStore
 from shopfloor.keys import hash_key, new_key
 from shopfloor.mqtt import MqttSettings
+from shopfloor.store import LineStore
 
 log = logging.getLogger("launcher.demo")
 
@@ -64,7 +68,7 @@ def demo_keys(site: SiteConfig) -> DemoKeys:
     return keys
 
 
-def _banner(api_url: str, keys: DemoKeys, mqtt: str, influx: str, influx_db: str, workdir: Path) -> str:
+def _banner(api_url: str, keys: DemoKeys, mqtt: str, store: str, db: str, workdir: Path) -> str:
     admin = keys.keys["demo-admin"][0]
     lines = [
         "",
@@ -72,7 +76,8 @@ def _banner(api_url: str, keys: DemoKeys, mqtt: str, influx: str, influx_db: str
         f"  Board          {api_url}/board   (sign in at {api_url}/signin with a key below)",
         f"  API            {api_url}   (OpenAPI docs: {api_url}/docs)",
         f"  MQTT broker    {mqtt}",
-        f"  InfluxDB       {influx}  database {influx_db}",
+        f"  time series    {store}",
+        f"  business DB    {db}",
         f"  work dir       {workdir}",
         "",
         "API keys for this run (send as 'Authorization: Bearer KEY'):",
@@ -143,18 +148,30 @@ async def run_demo(args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, stop.set)
     try:
         if args.mqtt:
-            mqtt_url = args.mqtt
-        else:
+            mqtt_url, broker_kind = args.mqtt, "given"
+        elif args.local_services:
             broker = Mosquitto(workdir).start()
             started.append(broker)
-            mqtt_url = broker.url
-        if args.influx_url:
-            influx_url = args.influx_url
+            mqtt_url, broker_kind = broker.url, "Mosquitto, local process"
         else:
+            from shopfloor.embedded_broker import EmbeddedBroker
+
+            embedded = EmbeddedBroker().start()
+            started.append(embedded)
+            mqtt_url, broker_kind = embedded.url, "embedded (amqtt, in this process)"
+        store: LineStore
+        if args.influx_url:
+            store, store_text = InfluxStore(args.influx_url, args.influx_db), f"InfluxDB {args.influx_url}"
+        elif args.local_services:
             influx = InfluxDB(workdir).start()
             started.append(influx)
-            influx_url = influx.url
-        store = InfluxStore(influx_url, args.influx_db)
+            store, store_text = InfluxStore(influx.url, args.influx_db), f"InfluxDB {influx.url} (local process)"
+        else:
+            from shopfloor.sqlitestore import SqliteStore
+
+            path = workdir / "timeseries.db"
+            store, store_text = SqliteStore(path), f"SQLite {path} (embedded)"
+        started.append(_Closing(store))
         store.ensure_database()
         mqtt = MqttSettings.from_url(mqtt_url)
 
@@ -174,19 +191,25 @@ async def run_demo(args: argparse.Namespace) -> int:
         port = args.port if args.port and _port_free(args.host, args.port) else free_port()
         # Closed hours are rolled up in the background, as `shopfloor api` does (a demo running for hours shows it).
         # The business DB (tenants, badges, keys, tariffs, invoices) and the roll-ups share one SQLite file.
-        db_engine = business_db(default_url(workdir), site)
-        rollups = RollupStore(default_url(workdir))
+        db_url = args.db_url or default_url(workdir)
+        db_engine = business_db(db_url, site)
+        rollups = RollupStore(db_url)
         owners = OwnersReader(db_sessions(db_engine), zone_of(site.site.timezone))
-        stop_rollups = start_rollup_thread(store, rollups, site, derive=Deriver(store, site, owners))
+        # Grafana's derived measurement (machine_hour) is written to InfluxDB only: Grafana does not read SQLite.
+        derive = Deriver(store, site, owners) if isinstance(store, InfluxStore) else None
+        stop_rollups = start_rollup_thread(store, rollups, site, derive=derive)
         # The board's live stream: one subscription on the demo's broker, for every open board.
         live = LiveHub(site, store, mqtt, owners_provider=owners)
         live.start()
-        app = create_app(
-            site, InfluxStore(influx_url, args.influx_db), rollups=rollups, db=db_sessions(db_engine), live=live
-        )
+        # InfluxDB: the API reads through its own HTTP client; the SQLite store is shared (it is thread-safe).
+        api_store = InfluxStore(store.url, args.influx_db) if isinstance(store, InfluxStore) else store
+        if api_store is not store:
+            started.append(_Closing(api_store))
+        app = create_app(site, api_store, rollups=rollups, db=db_sessions(db_engine), live=live)
         server, thread = serve(app, args.host, port)
         api_url = f"http://{args.host}:{port}"
-        print(_banner(api_url, keys, mqtt_url, influx_url, args.influx_db, workdir), flush=True)
+        shown_db = db_url if args.db_url is None else _without_password(db_url)
+        print(_banner(api_url, keys, f"{mqtt_url}  ({broker_kind})", store_text, shown_db, workdir), flush=True)
         if not args.no_browser:
             open_browser(f"{api_url}/signin")
 
@@ -226,6 +249,27 @@ async def run_demo(args: argparse.Namespace) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
+class _Closing:
+    """Something with close(), stopped like a started service (in reverse order of starting)."""
+
+    def __init__(self, thing: Any) -> None:
+        self.thing = thing
+
+    def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            self.thing.close()
+
+
+def _without_password(url: str) -> str:
+    """A database URL as it may be printed."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "(the --db-url given)"
+
+
 def _port_free(host: str, port: int) -> bool:
     with socket.socket() as sock:
         try:
@@ -259,19 +303,30 @@ def add_parser(sub: Any) -> None:
 
     p = sub.add_parser(
         "demo",
-        help="run simulators, agent, broker, collector, InfluxDB and the API together on this machine",
-        description="Start the whole Shopfloor chain locally: simulated machines (demo scenario), an edge agent, "
-        "Mosquitto and InfluxDB as local processes in a temporary directory (unless --mqtt/--influx-url point at "
-        "running ones), the collector and the API. Prints the API address and fresh API keys.",
+        help="run simulators, agent, broker, collector, store and the API together on this machine",
+        description="Start the whole Shopfloor chain in one process, with nothing but this Python package: "
+        "simulated machines (the packaged demo scenario), an edge agent, an embedded MQTT broker (amqtt), the "
+        "collector, the embedded SQLite time-series store, SQLite for business data, and the API with the live "
+        "board, in a temporary directory. --mqtt-url, --influx-url and --db-url use running services instead; "
+        "--local-services starts Mosquitto and InfluxDB as local processes (both must be installed). Prints the "
+        "board's address and fresh API keys; Ctrl-C stops it.",
     )
     add_common(p)
     p.add_argument("--scenario", help="scenario file (default: the packaged demo scenario)")
     p.add_argument("--seed", type=int, default=1, help="random seed of the simulation (default: %(default)s)")
     p.add_argument("--host", default="127.0.0.1", help="API listen address (default: %(default)s)")
     p.add_argument("--port", type=int, default=8000, help="API port, 0 = any free port (default: %(default)s)")
-    p.add_argument("--mqtt", help="use this MQTT broker instead of starting Mosquitto")
-    p.add_argument("--influx-url", help="use this InfluxDB instead of starting one")
-    p.add_argument("--influx-db", default="shopfloor", help="database name (default: %(default)s)")
+    p.add_argument(
+        "--mqtt-url", "--mqtt", dest="mqtt", metavar="URL", help="use this MQTT broker instead of the embedded one"
+    )
+    p.add_argument("--influx-url", help="use this InfluxDB instead of the embedded SQLite store")
+    p.add_argument("--influx-db", default="shopfloor", help="InfluxDB database name (default: %(default)s)")
+    p.add_argument("--db-url", help="SQLAlchemy URL of the business DB (default: SQLite in the work directory)")
+    p.add_argument(
+        "--local-services",
+        action="store_true",
+        help="start Mosquitto and InfluxDB as local processes instead of the embedded broker and store",
+    )
     p.add_argument("--duration", type=float, default=0, help="stop after this many seconds (default: run until Ctrl-C)")
     p.add_argument(
         "--no-browser", action="store_true", help="do not open the board in a web browser (the URL is printed)"

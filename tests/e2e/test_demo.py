@@ -1,4 +1,8 @@
-"""`shopfloor demo` as a user runs it: one command, prints where the API is and a key that works."""
+"""`shopfloor demo` as a user runs it: one command, prints where the API is and a key that works.
+
+By default with nothing but the package (embedded broker, SQLite stores); with --local-services on Mosquitto and
+InfluxDB processes.
+"""
 
 from __future__ import annotations
 
@@ -17,9 +21,18 @@ pytestmark = pytest.mark.e2e
 SHOPFLOOR = Path(sys.executable).parent / "shopfloor"
 
 
-def test_demo_command_serves_live_machines() -> None:
+@pytest.mark.parametrize(
+    ("options", "services"),
+    [
+        ([], ["embedded (amqtt", "SQLite "]),
+        (["--local-services"], ["Mosquitto, local process", "InfluxDB http://"]),
+    ],
+    ids=["embedded", "local-services"],
+)
+def test_demo_command_serves_live_machines(options: list[str], services: list[str]) -> None:
     proc = subprocess.Popen(
-        [str(SHOPFLOOR), "demo", "--port", "0", "--duration", "120", "--no-browser", "--log-level", "WARNING"],
+        [str(SHOPFLOOR), "demo", "--port", "0", "--duration", "120", "--no-browser", "--log-level", "WARNING"]
+        + options,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -56,6 +69,8 @@ def test_demo_command_serves_live_machines() -> None:
         assert seen == {"cnc-01", "cnc-02", "laser-01", "press-01", "brake-01"}
         board = [line for line in output if re.search(r"Board\s+http://\S+/board", line)]
         assert board, "".join(output)
+        for service in services:  # the banner says what runs where
+            assert service in "".join(output), (service, "".join(output))
 
         # The board: sign in with the key (it becomes a session cookie), and the page and its live stream answer.
         with httpx.Client(base_url=url, timeout=10) as browser:
