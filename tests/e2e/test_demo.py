@@ -31,8 +31,18 @@ SHOPFLOOR = Path(sys.executable).parent / "shopfloor"
 )
 def test_demo_command_serves_live_machines(options: list[str], services: list[str]) -> None:
     proc = subprocess.Popen(
-        [str(SHOPFLOOR), "demo", "--port", "0", "--duration", "120", "--no-browser", "--log-level", "WARNING"]
-        + options,
+        [
+            str(SHOPFLOOR),
+            "demo",
+            "--port",
+            "0",
+            "--duration",
+            "120",
+            "--no-browser",
+            "--log-level",
+            "WARNING",
+            *options,
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
