@@ -15,6 +15,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainSerializer,
     PrivateAttr,
     StrictBool,
     StrictFloat,
@@ -601,8 +602,13 @@ def _epoch_ms(value: datetime) -> int:
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-StartTime = Annotated[time, BeforeValidator(_start_time)]
-EndTime = Annotated[time, BeforeValidator(_end_time)]
+def _clock_text(value: time) -> str:
+    """A wall time as the site file writes it ("HH:MM"), so a dumped SiteConfig validates again (JSON too)."""
+    return value.strftime("%H:%M")
+
+
+StartTime = Annotated[time, BeforeValidator(_start_time), PlainSerializer(_clock_text, when_used="json")]
+EndTime = Annotated[time, BeforeValidator(_end_time), PlainSerializer(_clock_text, when_used="json")]
 Holiday = Annotated[date, BeforeValidator(_holiday)]
 Instant = Annotated[datetime, BeforeValidator(_instant)]
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
