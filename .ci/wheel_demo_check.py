@@ -26,6 +26,12 @@ def main(shopfloor: str) -> int:
     if "site-packages" not in where.parts:
         print(f"shopfloor is imported from {where}, not from the installed wheel", file=sys.stderr)
         return 1
+    # The dashboards ship with the wheel: `shopfloor dashboards check` finds them without --dir.
+    checked = subprocess.run([shopfloor, "dashboards", "check"], capture_output=True, text=True, timeout=60)
+    if checked.returncode != 0:
+        print(checked.stdout + checked.stderr, file=sys.stderr)
+        print("shopfloor dashboards check failed in the installed wheel", file=sys.stderr)
+        return 1
     proc = subprocess.Popen(
         [shopfloor, "demo", "--port", "0", "--no-browser", "--duration", "90", "--log-level", "WARNING"],
         stdout=subprocess.PIPE,

@@ -27,7 +27,16 @@ from urllib.parse import urlsplit
 from shopfloor.store import SCHEMA
 
 PROG = "shopfloor dashboards"
-DASHBOARD_DIR = Path(__file__).resolve().parent.parent / "dashboards"
+
+
+def _dashboard_dir() -> Path:
+    """dashboards/ of a source checkout, else the copy a wheel installs under <prefix>/share/shopfloor/dashboards."""
+    checkout = Path(__file__).resolve().parent.parent / "dashboards"
+    installed = Path(sys.prefix) / "share" / "shopfloor" / "dashboards"
+    return checkout if checkout.is_dir() or not installed.is_dir() else installed
+
+
+DASHBOARD_DIR = _dashboard_dir()
 DATASOURCE_UID = "shopfloor-influxdb"  # dashboards/provisioning/datasources/influxdb.yaml
 TOKEN_ENV = "SHOPFLOOR_GRAFANA_TOKEN"
 MAX_UID = 40  # Grafana refuses longer dashboard and folder uids
