@@ -173,7 +173,8 @@ async def run_demo(args: argparse.Namespace) -> int:
             store, store_text = SqliteStore(path), f"SQLite {path} (embedded)"
         started.append(_Closing(store))
         store.ensure_database()
-        mqtt = MqttSettings.from_url(mqtt_url)
+        # The embedded broker speaks 3.1.1 only: say so instead of trying v5 first (and warning about it).
+        mqtt = MqttSettings.from_url(mqtt_url, protocol="3.1.1" if broker_kind.startswith("embedded") else "auto")
 
         sim = Simulator(site, scenario, seed=args.seed, speed=1.0)
         await sim.start()

@@ -6,6 +6,7 @@ alembic_version table; the roll-up cache's tables in the same database are not A
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Literal
 
@@ -25,6 +26,8 @@ VERSION_TABLE = "alembic_version"
 # Two `shopfloor db upgrade` at once on PostgreSQL: the second waits for the first, then finds nothing to do.
 # (SQLite: the migration runs in one BEGIN IMMEDIATE transaction, which does the same.)
 _PG_LOCK_KEY = 0x5F0B_DB01
+# Alembic logs each plugin it sets up and each step at INFO; `shopfloor db upgrade` prints what it did instead.
+logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def include_name(name: str | None, type_: str, _parent_names: object) -> bool:
