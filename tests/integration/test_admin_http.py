@@ -25,7 +25,6 @@ from api.admin_models import TariffCreate, to_ms
 from api.app import create_app
 from api.db import crud, models
 from api.db.engine import Conflict, open_engine, sessions
-from api.db.migrate import upgrade
 from api.policy import Role
 from shopfloor.config import SiteConfig
 from shopfloor.keys import hash_key
@@ -127,9 +126,8 @@ class World:
 
 
 @pytest.fixture
-def world(business_db_url: str, example_site: SiteConfig) -> Iterator[World]:
-    upgrade(business_db_url)
-    engine = open_engine(business_db_url)
+def world(migrated_db_url: str, example_site: SiteConfig) -> Iterator[World]:
+    engine = open_engine(migrated_db_url)
     factory = sessions(engine)
     site = example_site.model_copy(update={"tenants": [], "api_keys": []})
     app = create_app(site, MemoryStore(), db=factory, clock=lambda: NOW)

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 import yaml
 from sqlalchemy.orm import Session
 
-from api.db import migrate, repo
+from api.db import repo
 from api.db.billingfile import load_billing, parse_billing, to_core
 from api.db.engine import Conflict, NotFound, open_engine, sessions
 from api.db.models import ApiKey, Badge, Booking, Invoice, InvoiceLine, Tariff
@@ -30,9 +30,8 @@ NOW = 1_795_000_000_000
 
 
 @pytest.fixture
-def db(business_db_url: str) -> Iterator[Session]:
-    migrate.upgrade(business_db_url)
-    engine = open_engine(business_db_url)
+def db(migrated_db_url: str) -> Iterator[Session]:
+    engine = open_engine(migrated_db_url)
     with sessions(engine)() as session:
         yield session
     engine.dispose()

@@ -34,7 +34,6 @@ from api.app import create_app
 from api.db import repo
 from api.db.billingfile import load_billing, parse_billing
 from api.db.engine import open_engine, sessions
-from api.db.migrate import upgrade
 from shopfloor.config import SiteConfig, default_site_path
 from shopfloor.contracts import SignalValue
 from shopfloor.memstore import MemoryStore
@@ -147,9 +146,8 @@ class World:
 
 
 @pytest.fixture
-def world(business_db_url: str, example_site: SiteConfig) -> Iterator[World]:
-    upgrade(business_db_url)
-    engine = open_engine(business_db_url)
+def world(migrated_db_url: str, example_site: SiteConfig) -> Iterator[World]:
+    engine = open_engine(migrated_db_url)
     factory = sessions(engine)
     store = MemoryStore()
     store.write(november())

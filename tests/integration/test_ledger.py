@@ -25,7 +25,7 @@ from api.core.billing.charging import Inputs, charge
 from api.core.billing.document import canonical, inputs_to_json, invoice_document
 from api.core.billing.export import to_csv, to_json
 from api.core.billing.model import Category, Policy, Tariff, UsageRecord
-from api.db import ledger, migrate
+from api.db import ledger
 from api.db.engine import open_engine, sessions
 from api.db.ledger import Conflict, LedgerError, NotFound
 from api.db.models import Invoice, InvoiceCounter, InvoiceLine, Tenant, UsageRecordRow
@@ -175,14 +175,13 @@ class Db:
 
 
 @pytest.fixture
-def db(business_db_url: str) -> Iterator[Db]:
-    migrate.upgrade(business_db_url)
-    engine = open_engine(business_db_url)
+def db(migrated_db_url: str) -> Iterator[Db]:
+    engine = open_engine(migrated_db_url)
     factory = sessions(engine)
     with factory() as s:
         s.add_all([Tenant(id=t, name=n, created_ms=NOW) for t, n in TENANTS.items()])
         s.commit()
-    yield Db(business_db_url, engine, factory)
+    yield Db(migrated_db_url, engine, factory)
     engine.dispose()
 
 
@@ -483,7 +482,7 @@ def test_a_rolled_back_finalize_leaves_no_gap(db: Db) -> None:
     assert db.verify() == []
 
 
-@pytest.mark.parametrize("business_db_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("migrated_db_url", ["sqlite"], indirect=True)
 def test_sqlite_refuses_a_transaction_begun_without_the_write_lock(db: Db) -> None:
     draft = db.draft("t-a")
     with sessions(db.engine, write=False)() as s:

@@ -25,7 +25,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from api.app import create_app
 from api.db import crud, models
 from api.db.engine import open_engine, sessions
-from api.db.migrate import upgrade
 from api.policy import Role
 from api.web import auth_routes
 from api.web.auth import COOKIE_NAME, IDLE_MS, MAX_AGE_MS, TOUCH_EVERY_MS, SignInLimiter
@@ -103,9 +102,8 @@ def me(world: World, value: str) -> httpx.Response:
 
 
 @pytest.fixture
-def world(business_db_url: str, example_site: SiteConfig) -> Iterator[World]:
-    upgrade(business_db_url)
-    engine = open_engine(business_db_url)
+def world(migrated_db_url: str, example_site: SiteConfig) -> Iterator[World]:
+    engine = open_engine(migrated_db_url)
     factory = sessions(engine)
     site = example_site.model_copy(update={"tenants": [], "api_keys": []})
     clock = Clock()

@@ -29,7 +29,6 @@ from api.core import i18n
 from api.core.i18n import LABELS, LANGS, label
 from api.db import crud
 from api.db.engine import open_engine, sessions
-from api.db.migrate import upgrade
 from api.policy import Role
 from api.web import auth_routes, pages
 from api.web.pages import PAGE_LABELS, STATIC_DIR, stop_reason_names
@@ -83,9 +82,8 @@ def hostile_site(site: SiteConfig) -> SiteConfig:
 
 
 @pytest.fixture
-def world(business_db_url: str, example_site: SiteConfig) -> Iterator[World]:
-    upgrade(business_db_url)
-    engine = open_engine(business_db_url)
+def world(migrated_db_url: str, example_site: SiteConfig) -> Iterator[World]:
+    engine = open_engine(migrated_db_url)
     factory = sessions(engine)
     app = create_app(hostile_site(example_site), MemoryStore(), db=factory, clock=lambda: NOW)
     auth_routes.include(app)
