@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -16,9 +17,24 @@ from shopfloor.influx import InfluxStore
 REPO = Path(__file__).resolve().parent.parent
 
 
+def _containers() -> bool:
+    """SHOPFLOOR_TEST_SERVICES=containers: the shared broker and server run in Docker (launcher/containers.py)."""
+    choice = os.environ.get("SHOPFLOOR_TEST_SERVICES", "local")
+    if choice not in ("local", "containers"):
+        pytest.exit(f"SHOPFLOOR_TEST_SERVICES must be 'local' or 'containers', not {choice!r}", returncode=4)
+    return choice == "containers"
+
+
 @pytest.fixture(scope="session")
 def mosquitto() -> Iterator[Mosquitto]:
     """A Mosquitto broker shared by the session (tests that kill a broker use fresh_mosquitto)."""
+    if _containers():
+        from launcher.containers import MosquittoContainer
+
+        container = MosquittoContainer().start()
+        yield container  # the same .url and .port as a Mosquitto process
+        container.stop()
+        return
     workdir = temp_workdir("sf-mosquitto-")
     broker = Mosquitto(workdir).start()
     yield broker
@@ -39,6 +55,13 @@ def fresh_mosquitto() -> Iterator[Mosquitto]:
 @pytest.fixture(scope="session")
 def influxdb() -> Iterator[InfluxDB]:
     """An InfluxDB 1.x server shared by the session; each test gets its own database (influx_store)."""
+    if _containers():
+        from launcher.containers import InfluxDBContainer
+
+        container = InfluxDBContainer().start()
+        yield container  # the same .url and .port as an InfluxDB process
+        container.stop()
+        return
     workdir = temp_workdir("sf-influx-")
     server = InfluxDB(workdir).start()
     yield server

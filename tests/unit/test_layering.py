@@ -31,6 +31,8 @@ ADAPTERS = {
     "httpx": {"shopfloor/influx.py", "launcher/services.py"},
     "fpdf": {"api/invoice_pdf.py"},
     "grafana_client": {"launcher/dashboards.py"},
+    "testcontainers": {"launcher/containers.py"},
+    "docker": {"launcher/containers.py"},
 }
 
 
