@@ -73,7 +73,7 @@ def _run(args: argparse.Namespace) -> int:
             else None
         )
         # The board's live stream: one MQTT subscription for every open board (read-only broker credentials).
-        live = LiveHub(site, store, mqtt, owners_provider=owners) if mqtt is not None else None
+        live = LiveHub(site, store, mqtt, owners_provider=owners, rollups=rollups) if mqtt is not None else None
         try:
             if live is not None:
                 live.start()

@@ -33,6 +33,7 @@ from typing import Any, Literal
 from api import analytics
 from api.core.owners import Owners
 from api.core.timeline import AGENT_OFFLINE, NO_DATA, SILENCE, UNKNOWN, UNREACHABLE
+from api.figures import RollupReader
 from api.policy import MachineView
 from api.reader import agents_of
 from api.routes.machines import agent_offline, machine_view
@@ -200,16 +201,24 @@ def shift_start_ms(site: SiteConfig, machine: str, now_ms: int) -> tuple[str, in
 
 
 def shift_figures(
-    site: SiteConfig, store: TimeSeriesStore, machine: Machine, now_ms: int, owners: Owners
+    site: SiteConfig,
+    store: TimeSeriesStore,
+    machine: Machine,
+    now_ms: int,
+    owners: Owners,
+    rollups: RollupReader | None = None,
 ) -> ShiftFigures | None:
-    """Return machine's figures for its current shift so far (api.analytics, calendar basis); None outside one."""
+    """Return machine's figures for its current shift so far (api.analytics, calendar basis); None outside one.
+
+    With rollups, the shift's closed hours come from them (exact, as for every query) and only the rest from raw.
+    """
     current = shift_start_ms(site, machine.id, now_ms)
     if current is None:
         return None
     name, start_ms = current
     if now_ms <= start_ms:
         return ShiftFigures(name, 0, 0, None)
-    data = analytics.window(store, site, start_ms, now_ms, machines=[machine], owners=owners)
+    data = analytics.window(store, site, start_ms, now_ms, machines=[machine], owners=owners, rollups=rollups)
     rows = analytics.oee_rows(site, data, group_by=("machine",), owners=owners)
     if not rows:
         return ShiftFigures(name, 0, 0, None)
@@ -237,6 +246,7 @@ class LiveHub:
         ring_size: int = RING_SIZE,
         tick_s: float = TICK_S,
         shift_every_s: float = SHIFT_EVERY_S,
+        rollups: RollupReader | None = None,
     ) -> None:
         if queue_size < 2:
             raise ValueError(f"live hub: queue_size must be at least 2, got {queue_size}")
@@ -246,6 +256,7 @@ class LiveHub:
             raise ValueError(f"live hub: tick_s and shift_every_s must be positive, got {tick_s}, {shift_every_s}")
         self.site = site
         self.store = store
+        self.rollups = rollups  # closed hours of the shift figures (None: all from raw samples)
         self.mqtt = mqtt
         self.queue_size = queue_size
         self.tick_s = tick_s
@@ -602,7 +613,7 @@ class LiveHub:
                 return
             now_ms = self._now_ms()
             try:
-                figures = shift_figures(self.site, self.store, machine, now_ms, owners)
+                figures = shift_figures(self.site, self.store, machine, now_ms, owners, self.rollups)
             except StoreError as exc:
                 with self._lock:
                     self._counts["figure_failures"] += 1

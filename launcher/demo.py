@@ -200,7 +200,7 @@ async def run_demo(args: argparse.Namespace) -> int:
         derive = Deriver(store, site, owners) if isinstance(store, InfluxStore) else None
         stop_rollups = start_rollup_thread(store, rollups, site, derive=derive)
         # The board's live stream: one subscription on the demo's broker, for every open board.
-        live = LiveHub(site, store, mqtt, owners_provider=owners)
+        live = LiveHub(site, store, mqtt, owners_provider=owners, rollups=rollups)
         live.start()
         # InfluxDB: the API reads through its own HTTP client; the SQLite store is shared (it is thread-safe).
         api_store = InfluxStore(store.url, args.influx_db) if isinstance(store, InfluxStore) else store
