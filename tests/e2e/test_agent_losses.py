@@ -100,11 +100,14 @@ class Plant:
             memory.on_read = self._animate(machine.unit_id, memory, many)
             self.units[machine.unit_id] = memory
         self.server = RegisterServer("127.0.0.1", port, self.units)
+        self.frozen = False  # True: the registers hold still (report by exception: the agent has nothing new)
 
     def _animate(self, unit: int, memory: UnitMemory, many: bool) -> Callable[[], None]:
         reads = [0]
 
         def bump() -> None:
+            if self.frozen:
+                return
             reads[0] += 1
             n = reads[0]
             values: dict[str, SignalValue] = {"good_count": 1000 * unit + n}
@@ -552,7 +555,13 @@ def test_full_outbox_drops_oldest_reports_the_loss_and_the_gap_is_unknown(
                     # The agent's batches still reach the broker and the store; the commits do not come back.
                     gate.downstream.clear()
                     await asyncio.sleep(1.0)
+                else:
+                    # Nothing in flight at the cut: every batch sent so far is committed (a stored batch whose commit
+                    # the cut held back is the case above), so every sample the outbox drops is one never stored.
+                    plant.frozen = True
+                    await until(lambda: outbox_depth(data_dir) == 0, "every batch sent so far committed")
                 await gate.cut()  # the agent alone loses the broker; the collector stays subscribed
+                plant.frozen = False
                 gate.downstream.set()
                 await until(lambda: outbox_dropped(data_dir) > 0, "the outbox dropping its oldest batches")
                 dropped = outbox_dropped(data_dir)
