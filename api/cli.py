@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from typing import Any
-
-log = logging.getLogger(__name__)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -18,14 +15,13 @@ def _run(args: argparse.Namespace) -> int:
     from api.directory import OwnersReader
     from api.live import LiveHub
     from api.rollups.cli import default_db_url
-    from api.rollups.derived import Deriver
+    from api.rollups.derived import deriver_for
     from api.rollups.job import start_rollup_thread
     from api.rollups.store import RollupError, RollupStore
     from api.server import GRACE_S
     from shopfloor.calendar import zone_of
     from shopfloor.cli import mqtt_settings, open_store
     from shopfloor.config import load_site
-    from shopfloor.influx import InfluxStore
     from shopfloor.settings import settings
 
     site = load_site(args.site)
@@ -61,12 +57,7 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     with opened as store:
         owners = OwnersReader(sessions(engine), zone_of(site.site.timezone))
-        derive: Deriver | None = None
-        if isinstance(store, InfluxStore):
-            derive = Deriver(store, site, owners)  # the measurement the Grafana dashboards read
-        else:
-            # The Deriver needs InfluxQL, and Grafana reads InfluxDB only: nothing to derive for it.
-            log.info("time-series store %s is not InfluxDB: no machine_hour measurement for Grafana", store.url)
+        derive = deriver_for(store, site, owners)  # the measurement the Grafana dashboards read
         stop = (
             start_rollup_thread(store, rollups, site, interval_s=args.rollup_interval, derive=derive)
             if rollups

@@ -122,10 +122,11 @@ EXAMPLE_BILLING = default_site_path().parent / "billing.yaml"
 async def run_demo(args: argparse.Namespace) -> int:
     """Start every component, print where they are, run until interrupted or --duration ends."""
     from api.app import create_app
+    from api.db.engine import display_url, normalize_url
     from api.db.engine import sessions as db_sessions
     from api.directory import OwnersReader
     from api.live import LiveHub
-    from api.rollups.derived import Deriver
+    from api.rollups.derived import deriver_for
     from api.rollups.job import start_rollup_thread
     from api.rollups.store import RollupStore, default_url
     from api.server import serve
@@ -148,17 +149,18 @@ async def run_demo(args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, stop.set)
     try:
         if args.mqtt:
-            mqtt_url, broker_kind = args.mqtt, "given"
+            mqtt_url, broker_kind, protocol = args.mqtt, "given", "auto"
         elif args.local_services:
             broker = Mosquitto(workdir).start()
             started.append(broker)
-            mqtt_url, broker_kind = broker.url, "Mosquitto, local process"
+            mqtt_url, broker_kind, protocol = broker.url, "Mosquitto, local process", "auto"
         else:
             from shopfloor.embedded_broker import EmbeddedBroker
 
             embedded = EmbeddedBroker().start()
             started.append(embedded)
-            mqtt_url, broker_kind = embedded.url, "embedded (amqtt, in this process)"
+            # It speaks 3.1.1 only: say so instead of trying v5 first (and warning about the fallback).
+            mqtt_url, broker_kind, protocol = embedded.url, "embedded (amqtt, in this process)", "3.1.1"
         store: LineStore
         if args.influx_url:
             store, store_text = InfluxStore(args.influx_url, args.influx_db), f"InfluxDB {args.influx_url}"
@@ -173,8 +175,7 @@ async def run_demo(args: argparse.Namespace) -> int:
             store, store_text = SqliteStore(path), f"SQLite {path} (embedded)"
         started.append(_Closing(store))
         store.ensure_database()
-        # The embedded broker speaks 3.1.1 only: say so instead of trying v5 first (and warning about it).
-        mqtt = MqttSettings.from_url(mqtt_url, protocol="3.1.1" if broker_kind.startswith("embedded") else "auto")
+        mqtt = MqttSettings.from_url(mqtt_url, protocol=protocol)
 
         sim = Simulator(site, scenario, seed=args.seed, speed=1.0)
         await sim.start()
@@ -196,9 +197,7 @@ async def run_demo(args: argparse.Namespace) -> int:
         db_engine = business_db(db_url, site)
         rollups = RollupStore(db_url)
         owners = OwnersReader(db_sessions(db_engine), zone_of(site.site.timezone))
-        # Grafana's derived measurement (machine_hour) is written to InfluxDB only: Grafana does not read SQLite.
-        derive = Deriver(store, site, owners) if isinstance(store, InfluxStore) else None
-        stop_rollups = start_rollup_thread(store, rollups, site, derive=derive)
+        stop_rollups = start_rollup_thread(store, rollups, site, derive=deriver_for(store, site, owners))
         # The board's live stream: one subscription on the demo's broker, for every open board.
         live = LiveHub(site, store, mqtt, owners_provider=owners, rollups=rollups)
         live.start()
@@ -209,7 +208,7 @@ async def run_demo(args: argparse.Namespace) -> int:
         app = create_app(site, api_store, rollups=rollups, db=db_sessions(db_engine), live=live)
         server, thread = serve(app, args.host, port)
         api_url = f"http://{args.host}:{port}"
-        shown_db = db_url if args.db_url is None else _without_password(db_url)
+        shown_db = display_url(normalize_url(db_url))
         print(_banner(api_url, keys, f"{mqtt_url}  ({broker_kind})", store_text, shown_db, workdir), flush=True)
         if not args.no_browser:
             open_browser(f"{api_url}/signin")
@@ -259,16 +258,6 @@ class _Closing:
     def stop(self) -> None:
         with contextlib.suppress(Exception):
             self.thing.close()
-
-
-def _without_password(url: str) -> str:
-    """A database URL as it may be printed."""
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return "(the --db-url given)"
 
 
 def _port_free(host: str, port: int) -> bool:

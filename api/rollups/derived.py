@@ -39,6 +39,7 @@ DELETE is not served by 2.x/3.x's v1 API), so sums stay exact and no stale time 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -49,8 +50,10 @@ from api.core.pieces import HOUR_MS, HourSummary, Piece, hour_of
 from api.figures import gather_machine
 from shopfloor.calendar import Calendar
 from shopfloor.config import Machine, SiteConfig
-from shopfloor.influx import quote_ident, quote_literal
+from shopfloor.influx import InfluxStore, quote_ident, quote_literal
 from shopfloor.store import Point, TimeSeriesStore, check_id, check_window
+
+log = logging.getLogger(__name__)
 
 MEASUREMENT = "machine_hour"
 TAGS = ("site", "machine", "state", "loss", "tenant", "shift", "job")
@@ -213,6 +216,19 @@ class Deriver:
         for lo, hi, run in _runs(summaries):
             written += len(derive_window(self.store, site, machine, lo, hi, as_owners(self._owners()), run))
         return written
+
+
+def deriver_for(
+    store: TimeSeriesStore, site: SiteConfig | Callable[[], SiteConfig], owners: Callable[[], OwnerBook]
+) -> Deriver | None:
+    """The roll-up job's Deriver for store, or None (logged once) when store is not InfluxDB: the Deriver needs
+    InfluxQL, and Grafana, which reads machine_hour, reads InfluxDB only."""
+    if isinstance(store, InfluxStore):
+        return Deriver(store, site, owners)
+    log.info(
+        "time-series store %s is not InfluxDB: no machine_hour measurement for Grafana", getattr(store, "url", store)
+    )
+    return None
 
 
 def _runs(summaries: Sequence[HourSummary]) -> list[tuple[int, int, dict[tuple[str, int], HourSummary]]]:
