@@ -14,14 +14,15 @@ import struct
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Protocol
 
 import pytest
+from mqtt_clients import Inbox, running, wait_for
 
 from launcher.services import Mosquitto, temp_workdir
 from shopfloor.embedded_broker import EmbeddedBroker
-from shopfloor.mqtt import InboundMessage, MqttLink, MqttSettings, Will
+from shopfloor.mqtt import MqttLink, MqttSettings, Will
 
 pytestmark = pytest.mark.integration
 
@@ -58,44 +59,6 @@ def broker(request: pytest.FixtureRequest) -> Iterator[Broker]:
 
 def kind_of(b: Broker) -> str:
     return "embedded" if isinstance(b, EmbeddedBroker) else "mosquitto"
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
-@contextlib.contextmanager
-def running(link: MqttLink) -> Iterator[MqttLink]:
-    link.start()
-    try:
-        assert link.wait_connected(15), f"{link.client_id} did not connect"
-        yield link
-    finally:
-        link.stop()
-
-
-class Inbox:
-    """Messages a link received, thread-safe."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._items: list[InboundMessage] = []
-
-    def __call__(self, msg: InboundMessage) -> None:
-        with self._lock:
-            self._items.append(msg)
-
-    @property
-    def items(self) -> list[InboundMessage]:
-        with self._lock:
-            return list(self._items)
-
-    def payloads(self, topic: str | None = None) -> list[bytes]:
-        return [m.payload for m in self.items if topic is None or m.topic == topic]
 
 
 def cid() -> str:

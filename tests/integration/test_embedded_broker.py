@@ -14,28 +14,21 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from mqtt_clients import Inbox, running, wait_for
 
 from launcher.broker_cli import read_users
 from launcher.services import free_port
 from shopfloor import embedded_broker
 from shopfloor.embedded_broker import BrokerStartError, EmbeddedBroker
-from shopfloor.mqtt import InboundMessage, MqttLink, MqttSettings
+from shopfloor.mqtt import MqttLink, MqttSettings
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def cid() -> str:
@@ -44,31 +37,6 @@ def cid() -> str:
 
 def settings_for(url: str, **kwargs: object) -> MqttSettings:
     return MqttSettings.from_url(url, reconnect_min_s=0.05, reconnect_max_s=0.2, **kwargs)
-
-
-@contextlib.contextmanager
-def running(link: MqttLink, connect: bool = True) -> Iterator[MqttLink]:
-    link.start()
-    try:
-        if connect:
-            assert link.wait_connected(10), f"{link.client_id} did not connect"
-        yield link
-    finally:
-        link.stop()
-
-
-class Inbox:
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._items: list[InboundMessage] = []
-
-    def __call__(self, msg: InboundMessage) -> None:
-        with self._lock:
-            self._items.append(msg)
-
-    def payloads(self, topic: str) -> list[bytes]:
-        with self._lock:
-            return [m.payload for m in self._items if m.topic == topic]
 
 
 def roundtrip(url: str, **login: object) -> None:
