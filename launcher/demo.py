@@ -24,7 +24,7 @@ from shopfloor.config import ApiKey, Role, SiteConfig, default_site_path, load_s
 from shopfloor.influx import InfluxStore
 from shopfloor.keys import hash_key, new_key
 from shopfloor.mqtt import MqttSettings
-from shopfloor.store import LineStore
+from shopfloor.store import LineStore, StoreError
 
 log = logging.getLogger("launcher.demo")
 
@@ -122,7 +122,7 @@ EXAMPLE_BILLING = default_site_path().parent / "billing.yaml"
 async def run_demo(args: argparse.Namespace) -> int:
     """Start every component, print where they are, run until interrupted or --duration ends."""
     from api.app import create_app
-    from api.db.engine import display_url, normalize_url
+    from api.db.engine import DbError, display_url, normalize_url
     from api.db.engine import sessions as db_sessions
     from api.directory import OwnersReader
     from api.live import LiveHub
@@ -176,6 +176,11 @@ async def run_demo(args: argparse.Namespace) -> int:
         started.append(_Closing(store))
         store.ensure_database()
         mqtt = MqttSettings.from_url(mqtt_url, protocol=protocol)
+        # The business DB (tenants, badges, keys, tariffs, invoices) and the roll-ups share one SQLite file. Opened
+        # before any component starts: a bad --db-url stops the demo with its reason, nothing left running.
+        db_url = args.db_url or default_url(workdir)
+        db_engine = business_db(db_url, site)
+        started.append(_Closing(db_engine, "dispose"))
 
         sim = Simulator(site, scenario, seed=args.seed, speed=1.0)
         await sim.start()
@@ -192,9 +197,6 @@ async def run_demo(args: argparse.Namespace) -> int:
 
         port = args.port if args.port and _port_free(args.host, args.port) else free_port()
         # Closed hours are rolled up in the background, as `shopfloor api` does (a demo running for hours shows it).
-        # The business DB (tenants, badges, keys, tariffs, invoices) and the roll-ups share one SQLite file.
-        db_url = args.db_url or default_url(workdir)
-        db_engine = business_db(db_url, site)
         rollups = RollupStore(db_url)
         owners = OwnersReader(db_sessions(db_engine), zone_of(site.site.timezone))
         stop_rollups = start_rollup_thread(store, rollups, site, derive=deriver_for(store, site, owners))
@@ -239,7 +241,7 @@ async def run_demo(args: argparse.Namespace) -> int:
         stats = collector.stats
         print(f"collector: {stats}")
         return 0
-    except ServiceError as exc:
+    except (ServiceError, StoreError, DbError, ValueError) as exc:  # a service that cannot start, a bad option
         print(f"shopfloor demo: {exc}", file=sys.stderr)
         return 1
     finally:
@@ -250,14 +252,15 @@ async def run_demo(args: argparse.Namespace) -> int:
 
 
 class _Closing:
-    """Something with close(), stopped like a started service (in reverse order of starting)."""
+    """Something with close() (or another method), stopped like a started service (in reverse order of starting)."""
 
-    def __init__(self, thing: Any) -> None:
+    def __init__(self, thing: Any, method: str = "close") -> None:
         self.thing = thing
+        self.method = method
 
     def stop(self) -> None:
         with contextlib.suppress(Exception):
-            self.thing.close()
+            getattr(self.thing, self.method)()
 
 
 def _port_free(host: str, port: int) -> bool:

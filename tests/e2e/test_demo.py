@@ -106,3 +106,27 @@ def test_demo_command_serves_live_machines(options: list[str], services: list[st
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.parametrize(
+    ("option", "said"),
+    [
+        (["--db-url", "nonsense://"], "only sqlite and postgresql are supported, not 'nonsense'"),
+        (["--db-url", "sqlite:////nonexistent-dir/x/business.db"], "business database"),
+        (["--influx-url", "http://127.0.0.1:1"], "unreachable"),
+        (["--mqtt-url", "ftp://127.0.0.1:1883"], "scheme must be mqtt:// or mqtts://"),
+    ],
+    ids=["db-url-scheme", "db-url-unopenable", "influx-unreachable", "mqtt-url-scheme"],
+)
+def test_a_bad_service_option_is_one_line_and_nothing_keeps_running(option: list[str], said: str) -> None:
+    done = subprocess.run(
+        [str(SHOPFLOOR), "demo", "--port", "0", "--duration", "30", "--no-browser", "--log-level", "ERROR", *option],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1, done
+    assert "Traceback" not in done.stderr, done.stderr
+    [line] = [ln for ln in done.stderr.splitlines() if ln.startswith("shopfloor demo: ")]
+    assert said in line, done.stderr
+    assert "Shopfloor demo is running" not in done.stdout  # it stopped before serving anything
