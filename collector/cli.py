@@ -71,7 +71,11 @@ def _reload(collector: Collector, args: argparse.Namespace) -> None:
     except ConfigError as exc:
         log.error("site registry not reloaded, keeping the previous one: %s", exc)
         return
-    collector.set_registry(registry)
+    try:
+        collector.set_registry(registry)
+    except ValueError as exc:
+        log.error("site registry not reloaded, keeping the previous one: %s", exc)
+        return
     if registry.agents is None:
         log.warning(
             "site registry reloaded: %d machines; site has no agents: section, any agent may report any machine",

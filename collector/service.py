@@ -218,7 +218,10 @@ class Collector:
         self.client_id = client_id
         self.batch_points = batch_points
         self.flush_interval_s = flush_interval_s
-        self.filters = [topic_prefix + f for f in subscription_filters()]
+        # Only this site's topics: on a broker that carries several sites, another site's messages are not ours to
+        # refuse (and in a $share group that spans sites, refusing one would ack it away from its own collector).
+        self.site = registry.site_id if registry is not None else "+"
+        self.filters = [topic_prefix + f for f in subscription_filters(self.site)]
         self.max_queue_points = max_queue_points or QUEUE_BATCHES * batch_points
         self.summary_interval_s = summary_interval_s
         self.writes_in_flight = writes_in_flight
@@ -334,7 +337,16 @@ class Collector:
         return self._registry
 
     def set_registry(self, registry: Registry) -> None:
-        """Check every message from now on against registry (a reloaded site file); one swap, nothing mixed."""
+        """Check every message from now on against registry (a reloaded site file); one swap, nothing mixed.
+
+        The site is what the collector subscribed to, so a registry of another site is refused (ValueError): changing
+        site takes a restart.
+        """
+        if self.site != "+" and registry.site_id != self.site:
+            raise ValueError(
+                f"the site file is now of site {registry.site_id!r}, but this collector subscribes to site "
+                f"{self.site!r}'s topics: restart it to change site"
+            )
         self._registry = registry
 
     def wait_connected(self, timeout_s: float) -> bool:

@@ -55,6 +55,10 @@ def _wait_port(port: int, timeout_s: float, proc: subprocess.Popen[bytes], log: 
     raise ServiceError(f"port {port} did not open within {timeout_s} s: {log.read_text(errors='replace')[-2000:]}")
 
 
+# The Debian package that ships each service binary, where the names differ.
+DEBIAN_PACKAGES = {"influxd": "influxdb", "mosquitto_passwd": "mosquitto"}
+
+
 def find_binary(name: str, extra: tuple[str, ...] = ()) -> str:
     """Locate a service binary on PATH or in the usual sbin folders."""
     found = shutil.which(name)
@@ -64,7 +68,8 @@ def find_binary(name: str, extra: tuple[str, ...] = ()) -> str:
         candidate = Path(folder) / name
         if candidate.exists():
             return str(candidate)
-    raise ServiceError(f"{name} is not installed (Debian: apt-get install {name.removesuffix('d')})")
+    package = DEBIAN_PACKAGES.get(name, name)
+    raise ServiceError(f"{name} is not installed (Debian: apt-get install {package})")
 
 
 class LocalProcess:

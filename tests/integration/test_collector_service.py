@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import base64
 import json
+import logging
 import threading
 import time
 import uuid
@@ -14,6 +16,7 @@ from typing import Any
 import pytest
 
 from api.core.timeline import StatusEvent
+from collector.cli import _reload
 from collector.convert import seq_ranges
 from collector.registry import Registry
 from collector.service import Collector
@@ -295,7 +298,7 @@ BAD_INPUTS: list[tuple[str, str, bytes, str]] = [
     ("unknown-agent", TELEMETRY_TOPIC, _with(agent="edge-9"), "unknown-agent"),
     ("agent-not-serving", TELEMETRY_TOPIC, _with(agent="edge-2"), "agent-not-serving"),
     ("unknown-machine", "shopfloor/v1/bdg/cnc-99/telemetry", _with(machine="cnc-99"), "unknown-machine"),
-    ("unknown-site", "shopfloor/v1/jkt/cnc-01/telemetry", _with(site="jkt"), "unknown-site"),
+    ("payload-of-another-site", TELEMETRY_TOPIC, _with(site="jkt"), "topic-mismatch"),
     ("ts-zero", TELEMETRY_TOPIC, _with(samples=[{"ts": 0, "values": {"good_count": 1}}]), "invalid-payload"),
     ("ts-float", TELEMETRY_TOPIC, _with(samples=[{"ts": T0 + 0.5, "values": {}}]), "invalid-payload"),
     ("no-samples", TELEMETRY_TOPIC, _with(samples=[]), "invalid-payload"),
@@ -445,9 +448,9 @@ def test_topic_prefix_makes_a_shared_subscription(
 ) -> None:
     collector = make_collector(influx_store, topic_prefix="$share/collectors/")
     assert collector.filters == [
-        "$share/collectors/shopfloor/v1/+/+/telemetry",
-        "$share/collectors/shopfloor/v1/+/+/status",
-        "$share/collectors/shopfloor/v1/+/agents/+/status",
+        "$share/collectors/shopfloor/v1/bdg/+/telemetry",
+        "$share/collectors/shopfloor/v1/bdg/+/status",
+        "$share/collectors/shopfloor/v1/bdg/agents/+/status",
     ]
     collector.start()
     sync(collector, client)
@@ -739,6 +742,92 @@ def test_a_restarted_collector_knows_what_is_stored(
     client.publish(TELEMETRY_TOPIC, encode(telemetry("cnc-01", 9, [{"ts": T0 + 1000, "values": {"badge": BATIK}}])))
     wait_for(lambda: second.stats["invalid"].get("sample-conflict", 0) == 1, "the rewrite refused")
     assert _stored(influx_store)[1] == (T0 + 1000, REAL[1]["values"])
+
+
+def _other_site(site_id: str) -> Registry:
+    """The test site under another id: the same machines and agents, another site's topics."""
+    base = _test_site()
+    return Registry.from_site(
+        SiteConfig.model_validate(
+            {**base.model_dump(), "profiles": base.profiles, "site": {**base.site.model_dump(), "id": site_id}}
+        )
+    )
+
+
+def test_collectors_of_two_sites_in_one_share_group_each_take_only_their_own_site(
+    tmp_path: Path, client: Client, influx_store: InfluxStore, make_collector: Callable[..., Collector]
+) -> None:
+    # One broker carries two sites, and both sites' collectors joined one $share group. Each subscribes to its own
+    # site's topics only, so no message of one site can reach the other site's collector, be refused there as an
+    # unknown site and be acked away from the collector that would have written it.
+    group = f"$share/all-{uuid.uuid4().hex[:6]}/"
+    jkt = _other_site("jkt")
+    letters = {site: tmp_path / f"{site}.jsonl" for site in (SITE, "jkt")}
+    ours = make_collector(influx_store, topic_prefix=group, dead_letter=letters[SITE])
+    theirs = make_collector(influx_store, topic_prefix=group, dead_letter=letters["jkt"], registry=jkt)
+    assert theirs.filters == [f"{group}shopfloor/v1/jkt/+/telemetry", f"{group}shopfloor/v1/jkt/+/status",
+                              f"{group}shopfloor/v1/jkt/agents/+/status"]  # fmt: skip
+    for c in (ours, theirs):
+        c.start()
+    sync(ours, client)
+    jkt_probe = Topic.machine_status("jkt", "probe")
+    start = theirs.stats["received"]
+    deadline = time.monotonic() + 15
+    while theirs.stats["received"] == start:
+        assert time.monotonic() < deadline, "the jkt collector never received a probe"
+        client.publish(jkt_probe, StatusMessage(status=LinkStatus.ONLINE, ts=T0, agent="edge-1").to_json())
+        time.sleep(0.1)
+    received = {"ours": ours.stats["received"], "theirs": theirs.stats["received"]}
+    for seq in range(1, 21):
+        for site in (SITE, "jkt"):
+            sample = {"ts": T0 + 100 * seq, "values": {"good_count": seq}}
+            client.publish(Topic.telemetry(site, "cnc-01"), encode(telemetry("cnc-01", seq, [sample], site=site)))
+
+    def stored(site: str) -> list[int]:
+        return [r.ts_ms for r in influx_store.telemetry(site, "cnc-01", T0, T0 + 10_000)]
+
+    want = [T0 + 100 * seq for seq in range(1, 21)]
+    wait_for(lambda: stored(SITE) == want and stored("jkt") == want, "both sites' 20 samples stored")
+    # Each collector got its own site's 20 messages and nothing else; neither refused anything.
+    assert ours.stats["received"] - received["ours"] == 20
+    assert theirs.stats["received"] - received["theirs"] == 20
+    assert ours.stats["invalid"] == {} and theirs.stats["invalid"] == {}
+    assert dead_letters(letters[SITE]) == [] and dead_letters(letters["jkt"]) == []
+
+
+def test_a_reload_of_another_site_is_refused(
+    influx_store: InfluxStore, make_collector: Callable[..., Collector]
+) -> None:
+    collector = make_collector(influx_store)
+    with pytest.raises(ValueError, match=r"subscribes to site 'bdg'.*restart it to change site"):
+        collector.set_registry(_other_site("jkt"))
+    assert collector.registry is REGISTRY
+    same_site = Registry.from_site(_test_site(), max_ahead_ms=1000)
+    collector.set_registry(same_site)
+    assert collector.registry is same_site
+
+
+def test_sighup_with_a_site_file_of_another_site_keeps_the_registry_and_says_why(
+    tmp_path: Path,
+    influx_store: InfluxStore,
+    make_collector: Callable[..., Collector],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    example = default_site_path()
+    text = example.read_text().replace("id: bdg ", "id: jkt ", 1)
+    assert "id: jkt" in text
+    moved = tmp_path / "site.yaml"
+    moved.write_text(text.replace("  - profiles/", f"  - {example.parent}/profiles/"))
+    collector = make_collector(influx_store)
+    before = collector.registry
+    args = argparse.Namespace(site=str(moved), max_ahead=300_000, max_behind=7 * 86_400_000, backfill=False)
+    with caplog.at_level(logging.INFO, logger="collector.cli"):
+        _reload(collector, args)
+    assert collector.registry is before
+    assert [r.getMessage() for r in caplog.records if r.name == "collector.cli"] == [
+        "site registry not reloaded, keeping the previous one: the site file is now of site 'jkt', but this "
+        "collector subscribes to site 'bdg''s topics: restart it to change site"
+    ]
 
 
 def test_replicas_refuse_rewrites_of_what_the_other_wrote(
