@@ -1173,8 +1173,7 @@ class Collector:
             self._counts["store_rejected"] += len(refused)
             self._counts["written_messages"] += len(written)
             self._counts["written_points"] += sum(len(item.lines) for item in written)
-        for item in batch:
-            self._ack_pending(item)
+        self._ack_batch(batch)
         # Refused batches (by the store, or for rewriting history) are committed too: they are dead-lettered for
         # good, and an agent resending them on every reconnect would never get them stored.
         link = self._link
@@ -1184,18 +1183,26 @@ class Collector:
             self._commit_handles.append(link.publish(str(topic), body, qos=1))
             self._count("commits_published")
 
-    def _ack_pending(self, item: _Pending) -> None:
+    def _ack_batch(self, batch: list[_Pending]) -> None:
+        """Ack the batch's messages in order, in one write; skip those received before a reconnect."""
         link = self._link
-        if item.qos == 0 or link is None:
+        if link is None:
             return
         with self._cond:
-            current = item.generation == self._generation
-        if current and link.connected:
-            link.ack(item.mid, item.qos)
-            self._count("acked")
-        else:
-            # Received before a reconnect: the broker has redelivered it and the new copy gets acked instead.
-            self._count("stale_acks_skipped")
+            generation = self._generation
+        acked = [item for item in batch if item.qos > 0 and item.generation == generation]
+        stale = sum(1 for item in batch if item.qos > 0 and item.generation != generation)
+        if acked and not link.connected:
+            # The broker redelivers them after the reconnect, and the new copies get acked instead.
+            stale, acked = stale + len(acked), []
+        link.ack_many([item.mid for item in acked if item.qos == 1])
+        for item in acked:
+            if item.qos > 1:
+                link.ack(item.mid, item.qos)
+        if acked:
+            self._count("acked", len(acked))
+        if stale:
+            self._count("stale_acks_skipped", stale)
 
     # ---- monitor thread --------------------------------------------------------------------------------------
 

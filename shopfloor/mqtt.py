@@ -9,6 +9,7 @@ import dataclasses
 import logging
 import random
 import ssl
+import struct
 import threading
 import time
 from collections import Counter
@@ -32,6 +33,148 @@ DEFAULT_SESSION_EXPIRY_S = 86_400
 _KEEPALIVE_TIMEOUT = "Keep alive timeout"  # paho's reason when no packet came for a keepalive
 _FALLBACKS_LOGGED: set[str] = set()  # brokers whose lack of v5 was logged at WARNING by this process
 _FALLBACKS_LOCK = threading.Lock()
+
+
+# Bytes read from the socket at once. paho reads each packet in three recv calls and one select(); a consumer of
+# small QoS 1 messages spends most of its time there (measured: bench/mqtt_receive.py).
+_READ_SIZE = 65536
+_PUBACK_HEADER = bytes([int(paho.PUBACK), 2])
+
+
+class _Client(paho.Client):
+    """paho's client with a leaner receive path: buffered reads, PUBLISH parsed without a Properties object when it
+    carries none, and acks sent in one write. Overrides paho 2.1 internals (`loop_read`, `_handle_publish`,
+    `_sock_close`), so paho is pinned to 2.1.*; tests/integration/test_mqtt_receive.py checks the wire behaviour.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._rbuf = bytearray()
+        self._bad_packet_logged = False
+
+    def _sock_close(self) -> None:
+        super()._sock_close()
+        self._rbuf.clear()  # a new connection starts on a packet boundary
+
+    def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
+        """Read what the socket has (one recv) and handle every whole packet in it; keep the partial tail."""
+        if self._sock is None:
+            return MQTTErrorCode.MQTT_ERR_NO_CONN
+        try:
+            data = self._sock_recv(_READ_SIZE)
+        except BlockingIOError:
+            return MQTTErrorCode.MQTT_ERR_SUCCESS
+        except OSError as err:
+            self._easy_log(paho.MQTT_LOG_ERR, "failed to receive on socket: %s", err)
+            return self._loop_rc_handle(MQTTErrorCode.MQTT_ERR_CONN_LOST)
+        if not data:
+            return self._loop_rc_handle(MQTTErrorCode.MQTT_ERR_CONN_LOST)
+        buf = self._rbuf
+        buf += data
+        size = len(buf)
+        pos = 0
+        rc = MQTTErrorCode.MQTT_ERR_SUCCESS
+        while size - pos >= 2:
+            # Remaining length: 1 to 4 bytes of 7 bits each, low first, the last without the high bit.
+            length, mult, i, more = 0, 1, pos + 1, True
+            while more and i < size:
+                byte = buf[i]
+                length += (byte & 127) * mult
+                mult *= 128
+                i += 1
+                more = bool(byte & 128)
+                if more and i - pos > 4:
+                    rc = MQTTErrorCode.MQTT_ERR_PROTOCOL
+                    break
+            if rc or more or size - i < length:
+                break  # a protocol error, or the packet is not whole yet
+            self._in_packet = {
+                "command": buf[pos],
+                "have_remaining": 1,
+                "remaining_count": list(buf[pos + 1 : i]),
+                "remaining_mult": mult,
+                "remaining_length": length,
+                "packet": bytes(buf[i : i + length]),  # type: ignore[typeddict-item]
+                "to_process": 0,
+                "pos": 0,
+            }
+            pos = i + length
+            try:
+                rc = self._packet_handle()
+            except (struct.error, IndexError, ValueError, KeyError) as exc:
+                # A packet paho cannot parse would otherwise end its network thread: drop the connection instead.
+                if not self._bad_packet_logged:
+                    self._bad_packet_logged = True
+                    log.error(
+                        "MQTT broker %s:%s sent a packet that cannot be parsed (%s: %s); dropping the connection and "
+                        "reconnecting (logged once per client)",
+                        self._host,
+                        self._port,
+                        type(exc).__name__,
+                        exc,
+                    )
+                rc = MQTTErrorCode.MQTT_ERR_PROTOCOL
+            if rc or self._sock is None:
+                break
+        if self._sock is not None:
+            del buf[:pos]
+        self._in_packet = {
+            "command": 0,
+            "have_remaining": 0,
+            "remaining_count": [],
+            "remaining_mult": 1,
+            "remaining_length": 0,
+            "packet": bytearray(b""),
+            "to_process": 0,
+            "pos": 0,
+        }
+        with self._msgtime_mutex:
+            self._last_msg_in = paho.time_func()
+        if rc:
+            return self._loop_rc_handle(rc)
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def _handle_publish(self) -> MQTTErrorCode:
+        header = self._in_packet["command"]
+        packet = self._in_packet["packet"]
+        qos = (header & 0x06) >> 1
+        v5 = self._protocol == paho.MQTTv5
+        if qos > 1 or len(packet) < 2:
+            return super()._handle_publish()  # QoS 2 keeps paho's state machine; paho judges a short packet
+        end = 2 + ((packet[0] << 8) | packet[1])
+        topic = bytes(packet[2:end])
+        if len(topic) != end - 2 or (not v5 and not topic):
+            return MQTTErrorCode.MQTT_ERR_PROTOCOL
+        message = paho.MQTTMessage(topic=topic)
+        message.dup = bool(header & 0x08)
+        message.qos = qos
+        message.retain = bool(header & 0x01)
+        if qos:
+            if len(packet) < end + 2:
+                return MQTTErrorCode.MQTT_ERR_PROTOCOL
+            message.mid = (packet[end] << 8) | packet[end + 1]
+            end += 2
+        if v5:
+            if len(packet) <= end:
+                return MQTTErrorCode.MQTT_ERR_PROTOCOL  # v5 requires the properties length
+            if packet[end] == 0:
+                end += 1  # no properties: the usual case, and paho's Properties() costs ~15 µs to build
+            else:
+                message.properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+                _props, props_len = message.properties.unpack(packet[end:])  # type: ignore[no-untyped-call]
+                end += props_len
+        message.payload = bytes(packet[end:])
+        message.timestamp = paho.time_func()
+        self._handle_on_message(message)
+        if qos == 1 and not self._manual_ack:
+            return self._send_puback(message.mid)
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def ack_many(self, mids: Sequence[int]) -> None:
+        """Queue one PUBACK per mid as a single write (manual-ack QoS 1 messages)."""
+        if mids:
+            data = b"".join(_PUBACK_HEADER + mid.to_bytes(2, "big") for mid in mids)
+            self._packet_queue(int(paho.PUBACK), data, 0, 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,7 +357,7 @@ class MqttLink:
         self.client_id = client_id
         self._persistent = persistent_session
         self._v5 = settings.protocol != "3.1.1"
-        self._client = paho.Client(
+        self._client = _Client(
             CallbackAPIVersion.VERSION2,
             client_id=client_id,
             clean_session=None if self._v5 else not persistent_session,
@@ -608,6 +751,11 @@ class MqttLink:
     def ack(self, mid: int, qos: int) -> None:
         """Acknowledge a received message (manual-ack links only)."""
         self._client.ack(mid, qos)
+
+    def ack_many(self, mids: Sequence[int]) -> None:
+        """Acknowledge received QoS 1 messages, in this order, in one write (manual-ack links only)."""
+        if self._client._manual_ack:
+            self._client.ack_many(mids)
 
     def stop(self, final: tuple[str, bytes] | None = None) -> None:
         """Optionally publish a last retained message, then disconnect cleanly."""

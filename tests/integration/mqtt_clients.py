@@ -1,14 +1,34 @@
-"""Client-side helpers of the broker tests (test_broker_contract, test_embedded_broker): a running MqttLink, an
-inbox of what it received, waiting for a condition."""
+"""Client-side helpers of the broker tests (test_broker_contract, test_embedded_broker, test_mqtt_link,
+test_mqtt_receive): a running MqttLink, an inbox of what it received, waiting for a condition, reading a packet."""
 
 from __future__ import annotations
 
 import contextlib
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 
 from shopfloor.mqtt import InboundMessage, MqttLink
+
+
+def read_packet(conn: socket.socket) -> bytes:
+    """One whole MQTT packet a client sent (fixed header included), for the tests' scripted peers."""
+    head = conn.recv(1)
+    if not head:
+        raise ConnectionError("client closed")
+    length, mult, raw = 0, 1, bytearray(head)
+    while True:
+        byte = conn.recv(1)[0]
+        raw.append(byte)
+        length += (byte & 0x7F) * mult
+        mult *= 128
+        if not byte & 0x80:
+            break
+    body = b""
+    while len(body) < length:
+        body += conn.recv(length - len(body))
+    return bytes(raw) + body
 
 
 def wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 15.0) -> None:

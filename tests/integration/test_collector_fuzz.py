@@ -65,7 +65,7 @@ SITE = "bdg"
 MIN_PAYLOADS = 2_000
 EXAMPLES = 32
 PER_EXAMPLE = (75, 100)
-FILTERS = subscription_filters()
+FILTERS = subscription_filters(SITE)  # what the collector subscribes to: its own site's topics
 
 # ---- strategies ------------------------------------------------------------------------------------------------
 

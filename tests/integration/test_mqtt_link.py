@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from mqtt_clients import read_packet
 
 from launcher.services import Mosquitto, free_port, temp_workdir
 from shopfloor.mqtt import InboundMessage, MqttLink, MqttSettings
@@ -141,25 +142,9 @@ class V311OnlyFront:
                 continue
             threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
 
-    @staticmethod
-    def _read_packet(conn: socket.socket) -> bytes:
-        head = conn.recv(1)
-        length, mult, raw = 0, 1, bytearray(head)
-        while True:
-            b = conn.recv(1)[0]
-            raw.append(b)
-            length += (b & 0x7F) * mult
-            mult *= 128
-            if not b & 0x80:
-                break
-        body = b""
-        while len(body) < length:
-            body += conn.recv(length - len(body))
-        return bytes(raw) + body
-
     def _handle(self, conn: socket.socket) -> None:
         with conn:
-            first = self._read_packet(conn)
+            first = read_packet(conn)
             header_len = 2 + (first[1] & 0x80 and 1)  # fixed header; CONNECTs here are < 16 kB
             level = first[header_len + 6]  # after the 2-byte name length and "MQTT"
             if level == 5:
@@ -366,9 +351,7 @@ def test_receive_maximum_bounds_what_the_broker_sends_before_our_acks(mosquitto:
             got.append(msg)
 
     topic = f"test/rm/{uuid.uuid4().hex[:8]}"
-    consumer = MqttLink(
-        MqttSettings.from_url(mosquitto.url), cid(), manual_ack=True, on_message=on, receive_maximum=5
-    )
+    consumer = MqttLink(MqttSettings.from_url(mosquitto.url), cid(), manual_ack=True, on_message=on, receive_maximum=5)
     consumer.subscribe([topic], qos=1)
     publisher = MqttLink(MqttSettings.from_url(mosquitto.url), cid())
     with running(consumer), running(publisher):
