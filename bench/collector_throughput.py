@@ -258,7 +258,7 @@ def main() -> None:
     influx = InfluxDB(workdir).start()
     site = site_file(workdir, args.machines)
     t0_ms = int(time.time() * 1000) - 3_600_000  # an hour ago: inside the collector's skew window
-    shapes = [(1, args.messages_1), (100, args.messages_100)]
+    shapes = [(n, m) for n, m in ((1, args.messages_1), (100, args.messages_100)) if m > 0]  # 0: shape skipped
     replicas = [int(r) for r in args.replicas.split(",") if r]
     print(f"collector throughput bench: {os.cpu_count()} cores, {args.machines} machines, batch {args.batch_points}")
     try:

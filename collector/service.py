@@ -223,6 +223,10 @@ class Collector:
         self.site = registry.site_id if registry is not None else "+"
         self.filters = [topic_prefix + f for f in subscription_filters(self.site)]
         self.max_queue_points = max_queue_points or QUEUE_BATCHES * batch_points
+        # The broker sends at most receive_maximum unacked messages, and acks come only after a write: once the queue
+        # holds that many, waiting for batch_points or the flush age would leave the link idle (1-sample messages
+        # never make a batch of points: a broker that keeps to the window would cap us at the window per flush age).
+        self.flush_messages = receive_maximum(self.max_queue_points)
         self.summary_interval_s = summary_interval_s
         self.writes_in_flight = writes_in_flight
         self._dead_letter = DeadLetterFile(dead_letter, dead_letter_max_bytes) if dead_letter else None
@@ -673,7 +677,12 @@ class Collector:
             self._held_points += weight
             # The writer times a batch from its first message and cuts it when full; waking it for every message in
             # between costs a thread switch each.
-            if len(self._queue) == 1 or self._queued_points - weight < self.batch_points <= self._queued_points:
+            queued = len(self._queue)
+            if (
+                queued == 1
+                or queued == self.flush_messages
+                or self._queued_points - weight < self.batch_points <= self._queued_points
+            ):
                 self._cond.notify_all()
         if pending.written is not None:
             w = pending.written
@@ -778,6 +787,7 @@ class Collector:
                         self._stopping
                         or self._paused
                         or self._queued_points >= self.batch_points
+                        or len(self._queue) >= self.flush_messages
                         or age >= self.flush_interval_s
                     ):
                         return self._pop_batch()

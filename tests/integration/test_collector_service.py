@@ -443,6 +443,28 @@ def test_field_type_conflict_dead_letters_only_the_poison_message(
         commits.close()
 
 
+def test_a_receive_window_of_messages_is_flushed_without_waiting_for_the_age(
+    client: Client, influx_store: InfluxStore, make_collector: Callable[..., Collector]
+) -> None:
+    # 1-sample messages never make a batch of points, and a broker that keeps to the Receive Maximum sends no more
+    # until the write's acks: a window's worth queued is written at once. The age (an hour here) never comes into it.
+    collector = make_collector(influx_store, flush_interval_s=3600.0, batch_points=5000)
+    assert collector.flush_messages == 500  # the default queue, 10 batches of 5,000 points: Receive Maximum 500
+    collector.start()
+    sync(collector, client)  # the probes (machine statuses) sit in the queue from here on
+    time.sleep(0.3)  # a probe still on its way lands before the count
+    probes = collector.stats["queued_messages"]
+    assert 1 <= probes < 10
+    for seq in range(1, 600):
+        client.publish(TELEMETRY_TOPIC, encode(telemetry("cnc-01", seq, [{"ts": T0 + seq, "values": {"alarms": 1}}])))
+    # The probes and the first messages make 500; the rest wait for more (or the age).
+    wait_for(lambda: len(rows(influx_store, "cnc-01")) == 500 - probes, "the first 500 messages written")
+    time.sleep(0.5)
+    assert len(rows(influx_store, "cnc-01")) == 500 - probes
+    assert collector.stats["written_messages"] == 500
+    assert collector.stats["queued_messages"] == 599 - (500 - probes)
+
+
 def test_topic_prefix_makes_a_shared_subscription(
     client: Client, influx_store: InfluxStore, make_collector: Callable[..., Collector]
 ) -> None:
