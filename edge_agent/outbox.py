@@ -585,9 +585,13 @@ class Outbox:
         self._unlock()
 
     def _unlock(self) -> None:
+        fd, self._lock_fd = self._lock_fd, -1
+        if fd < 0:
+            return  # released already: closing the number again would close whatever file took it since
         with contextlib.suppress(OSError):
-            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-            os.close(self._lock_fd)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
 
 def _next(last: int | None) -> int:

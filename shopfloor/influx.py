@@ -11,6 +11,7 @@ time order, and refused (StoreRejected) everywhere else: a figure from a truncat
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -483,7 +484,7 @@ class InfluxStore:
             params["chunk_size"] = str(self.chunk_rows)
         unfinished: dict[int, bool] = {}  # statement -> whether its last part said more was to come
         try:
-            with self._client.stream("GET", "/query", params=params) as resp:
+            with self._open_answer(params) as resp:
                 if resp.status_code >= 400:
                     resp.read()
                     if resp.status_code >= 500 or resp.status_code in (408, 429):
@@ -508,6 +509,30 @@ class InfluxStore:
                 f"query answer is partial (statement {cut[0]} cut short, e.g. by the store's max-row-limit); "
                 f"refusing to use it: {q[:200]}"
             )
+
+    @contextlib.contextmanager
+    def _open_answer(self, params: dict[str, str]) -> Iterator[httpx.Response]:
+        """GET /query as a stream; sent once more if the connection fails before the answer's status line.
+
+        A pooled keep-alive connection can be dead when reused: the store closed it while idle, or httpcore's sync
+        pool closed it under a request another thread had just been handed (encode/httpcore#1110). A query is safe
+        to send again, and nothing of it was read yet. A failure after the status line is not retried.
+        """
+        request = self._client.build_request("GET", "/query", params=params)
+        try:
+            resp = self._client.send(request, stream=True)
+        except (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError):
+            self._count("read_retries", 1)
+            resp = self._client.send(request, stream=True)
+        try:
+            yield resp
+        finally:
+            resp.close()
+
+    @property
+    def read_retries(self) -> int:
+        """How many queries were sent again because their connection failed before the answer began."""
+        return self._counts["read_retries"]
 
     def _results(self, line: str) -> Iterator[tuple[int, dict[str, Any]]]:
         """(statement index, result) of one JSON document of an answer; raise StoreRejected for an error in it."""

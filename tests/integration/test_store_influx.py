@@ -179,6 +179,7 @@ class _StandIn(ThreadingHTTPServer):
     seen: list[dict[str, str]]
     answer = b""  # the body of a GET /query answer, sent as is
     cut = False  # announce more body than is sent, then hang up: an answer cut short on the wire
+    drop_gets = 0  # hang up on this many GETs without a word: a pooled connection found dead when reused
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -197,6 +198,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         self.server.seen.append({"path": self.path, **{k.lower(): v for k, v in self.headers.items()}})
+        if self.server.drop_gets > 0:
+            self.server.drop_gets -= 1
+            self.close_connection = True
+            return
         self.send_response(self.server.status if self.server.status != 204 else 200)
         for k, v in self.server.headers_out.items():
             self.send_header(k, v)
@@ -324,6 +329,28 @@ def test_an_answer_cut_on_the_wire_is_unavailable(stand_in: _StandIn) -> None:
     url = f"http://127.0.0.1:{stand_in.server_address[1]}"
     with InfluxStore(url, "db", timeout_s=2) as store, pytest.raises(StoreUnavailable, match="mid-answer"):
         store.samples("bdg", "m", T0, T0 + 10)
+    assert len(stand_in.seen) == 1  # part of the answer had come: not sent again
+
+
+def test_a_query_whose_connection_dies_before_the_answer_is_sent_once_more(stand_in: _StandIn) -> None:
+    # What a dead pooled connection looks like: the request goes out, the connection closes without a word.
+    part = {"statement_id": 0, "series": [{"name": "telemetry", "columns": ["time", "x"], "values": [[T0, 1]]}]}
+    stand_in.answer = json.dumps({"results": [part]}).encode() + b"\n"
+    stand_in.drop_gets = 1
+    url = f"http://127.0.0.1:{stand_in.server_address[1]}"
+    with InfluxStore(url, "db") as store:
+        assert store.samples("bdg", "m", T0, T0 + 10) == [(T0, {"x": 1})]
+        assert store.read_retries == 1
+    paths = [r["path"] for r in stand_in.seen]
+    assert paths[0] == paths[1] and len(paths) == len(set(paths)) + 1  # that query twice, every other once
+
+
+def test_a_query_whose_connection_dies_twice_is_unavailable(stand_in: _StandIn) -> None:
+    stand_in.drop_gets = 2
+    url = f"http://127.0.0.1:{stand_in.server_address[1]}"
+    with InfluxStore(url, "db") as store, pytest.raises(StoreUnavailable, match="unreachable"):
+        store.samples("bdg", "m", T0, T0 + 10)
+    assert len(stand_in.seen) == 2  # once more, not for ever
 
 
 @pytest.mark.parametrize(

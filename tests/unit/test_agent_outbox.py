@@ -256,3 +256,17 @@ def test_unusable_data_dir(tmp_path: Path) -> None:
     blocker.write_text("x")
     with pytest.raises(OutboxError, match="data dir"):
         Outbox(blocker / "sub", "edge-1")
+
+
+def test_closing_twice_leaves_alone_the_file_that_took_the_lock_files_number(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path, "edge-1")
+    lock_fd = outbox._lock_fd
+    outbox.close()
+    # The lowest free number is handed out next: a file opened now takes the lock file's old number.
+    with open(tmp_path / "other", "wb") as other:
+        assert other.fileno() == lock_fd
+        outbox.close()  # again (a second stop path): the number is not closed a second time
+        other.write(b"still open")
+        other.flush()
+    assert (tmp_path / "other").read_bytes() == b"still open"
+    Outbox(tmp_path, "edge-1").close()  # and the data dir was released
