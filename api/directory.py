@@ -1,25 +1,28 @@
 """Who is who, read from the business DB: tenants and badge ownership over time (api.db.repo does the reading).
 
 A site file that still lists `tenants:` and `api_keys:` (set up before the business DB existed) can be served from
-a private in-memory database filled from it (memory_db), so create_app(site, store) keeps working in tests and
+a private throwaway database filled from it (memory_db), so create_app(site, store) keeps working in tests and
 tools; deployments pass the migrated database (`shopfloor db upgrade`, `shopfloor db import site.yaml`).
 """
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import threading
 import time
+import weakref
 import zoneinfo
 from dataclasses import dataclass
+from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.pool import StaticPool
 
 from api.core.owners import Owners
 from api.db import models
 from api.db.billingfile import parse_billing
-from api.db.engine import sessions
+from api.db.engine import open_engine, sessions
 from api.db.migrate import upgrade_engine
 from api.db.repo import import_billing, owners
 from shopfloor.config import SiteConfig
@@ -40,9 +43,17 @@ def load_directory(session: Session, zone: zoneinfo.ZoneInfo) -> Directory:
 
 
 def memory_db(site: SiteConfig) -> sessionmaker[Session]:
-    """A private, migrated in-memory business DB holding the site file's tenants (badges valid for all time) and
-    API keys."""
-    engine = sa.create_engine("sqlite://", poolclass=StaticPool, connect_args={"check_same_thread": False})
+    """A private, migrated throwaway business DB holding the site file's tenants (badges valid for all time) and
+    API keys: a SQLite file in a temporary folder (on tmpfs where there is one), removed with the engine.
+
+    A file, not `sqlite://` in memory: one in-memory database is one connection, which every request thread would
+    share (StaticPool) and use at once ("no more rows available", "cannot commit - no transaction is active" under
+    100 concurrent streams). A file gives each thread its own connection, as in a deployment.
+    """
+    shm = Path("/dev/shm")
+    folder = Path(tempfile.mkdtemp(prefix="shopfloor-db-", dir=shm if shm.is_dir() else None))
+    engine = open_engine(f"sqlite:///{folder / 'business.db'}")
+    weakref.finalize(engine, _remove, engine.pool, folder)
     upgrade_engine(engine)
     factory = sessions(engine)
     data = parse_billing(site.model_dump(mode="json", include={"site", "tenants", "api_keys"}), source="site file")
@@ -50,6 +61,11 @@ def memory_db(site: SiteConfig) -> sessionmaker[Session]:
         import_billing(session, data, now_ms=int(time.time() * 1000))
         session.commit()
     return factory
+
+
+def _remove(pool: sa.pool.Pool, folder: Path) -> None:
+    pool.dispose()
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 class OwnersReader:

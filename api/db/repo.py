@@ -386,6 +386,12 @@ def principal_for_key(session: Session, presented: str, now_ms: int) -> KeyInfo 
         return None
     if row.last_used_ms is None or now_ms - row.last_used_ms >= LAST_USED_EVERY_MS:
         pending = bool(session.new or session.dirty or session.deleted)
+        if not pending:
+            # A GET reads in a plain (deferred) transaction; on SQLite turning it into a write fails at once with
+            # "database is locked" when another connection wrote since it began (no busy wait for that). So end it
+            # and write in a transaction that takes the write lock when it begins, waiting its turn.
+            session.commit()
+            session.connection(execution_options={"immediate": True})
         # Conditional, so two requests of one key at once write once, and a clock running behind never lowers it.
         session.execute(
             sa.update(ApiKey)
