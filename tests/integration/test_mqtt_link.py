@@ -12,24 +12,16 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from mqtt_clients import read_packet
+from mqtt_clients import read_packet, wait_for
 
 from launcher.services import Mosquitto, free_port, temp_workdir
 from shopfloor.mqtt import InboundMessage, MqttLink, MqttSettings
 
 pytestmark = pytest.mark.integration
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 @contextlib.contextmanager
