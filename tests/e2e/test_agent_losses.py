@@ -190,6 +190,14 @@ def _outbox(data_dir: Path, agent: str = AGENT) -> sqlite3.Connection:
     return sqlite3.connect(f"file:{data_dir / f'{agent}.sqlite3'}?mode=ro", uri=True, timeout=5)
 
 
+def outbox_ready(data_dir: Path, agent: str = AGENT) -> bool:
+    """Whether the agent has made its outbox: the file, and the table in it (the file comes first)."""
+    if not data_dir.joinpath(f"{agent}.sqlite3").exists():
+        return False
+    with contextlib.closing(_outbox(data_dir, agent)) as db:
+        return db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'batch'").fetchone() is not None
+
+
 def outbox_depth(data_dir: Path, agent: str = AGENT) -> int:
     with contextlib.closing(_outbox(data_dir, agent)) as db:
         return int(db.execute("SELECT count(*) FROM batch").fetchone()[0])
@@ -422,7 +430,7 @@ def test_agent_killed_mid_backlog_loses_nothing(
         try:
             # No collector yet: a backlog builds in the outbox.
             procs.append(agent_process(site_file, mosquitto.port, data_dir, log))
-            await until(lambda: data_dir.joinpath(f"{AGENT}.sqlite3").exists(), "the outbox file")
+            await until(lambda: outbox_ready(data_dir), "the outbox file and its table")
             await until(lambda: outbox_depth(data_dir) >= 20, "a backlog of 20 batches")
             procs[0].send_signal(signal.SIGKILL)
             await asyncio.to_thread(procs[0].wait, 10)
