@@ -7,7 +7,13 @@ In one run, on local Mosquitto and InfluxDB servers of its own:
       backlog preloaded into their persistent sessions; timed from their broker connect to the last sample landed
       (the replicas' samples_written counters, then a count() query confirms), with CPU (utime+stime from /proc)
       and peak RSS (VmHWM) per process.
-Each collector figure is also given as a ratio to min(a, b) for the same message shape. Prints; asserts nothing.
+  (d) Node-RED: the batching flow a Node-RED user builds for this (mqtt in, QoS1, persistent session -> function:
+      one point per sample -> join: --batch-points samples or 1 s -> influxdb batch, node-red-contrib-influxdb)
+      drains the same backlog into its own database; timed from its broker connect to the last sample landed.
+      Node-RED 4.1 and the InfluxDB nodes 0.7 are installed once with npm under --node-red-dir (a bench tool, no
+      project dependency); without npm or Node.js the line says "not available".
+Each collector figure is also given as a ratio to min(a, b) and to Node-RED for the same message shape (issue 7's
+goal: two replicas at least twice Node-RED with 1-sample messages). Prints; asserts nothing.
 """
 
 from __future__ import annotations
@@ -44,7 +50,8 @@ from shopfloor.influx import InfluxStore, to_line  # noqa: E402
 SITE = "bdg"
 AGENT = "edge-1"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-WATCHDOG_S = 600
+WATCHDOG_S = 900
+NODE_RED = ("node-red@4.1", "node-red-contrib-influxdb@0.7")
 
 
 # ---- workload -------------------------------------------------------------------------------------------------
@@ -244,6 +251,134 @@ def landed(store: InfluxStore) -> int:
     return int(series[0]["values"][0][1]) if series else 0
 
 
+# ---- Node-RED (the baseline of issue 7's 1-sample goal) -----------------------------------------------------
+
+# One point per sample, as the collector writes it: measurement telemetry, tags site/machine/agent, the values as
+# fields, the sample's ts in ms.
+NODE_RED_FUNCTION = """
+const b = msg.payload;
+const tags = {site: b.site, machine: b.machine, agent: b.agent};
+msg.payload = b.samples.map(s => ({measurement: "telemetry", tags: tags, fields: s.values, timestamp: new Date(s.ts)}));
+return msg;
+"""
+
+
+def node_red_home(root: Path) -> Path | None:
+    """Node-RED and its InfluxDB nodes installed under root (npm, once); None when npm or node is missing."""
+    red = root / "node_modules" / "node-red" / "red.js"
+    if red.exists() and (root / "node_modules" / "node-red-contrib-influxdb").exists():
+        return red
+    npm, node = shutil.which("npm"), shutil.which("node")
+    if npm is None or node is None:
+        return None
+    root.mkdir(parents=True, exist_ok=True)
+    print(f"installing {' '.join(NODE_RED)} under {root} (npm, once)", flush=True)
+    subprocess.run(
+        [npm, "install", "--prefix", str(root), "--no-audit", "--no-fund", "--loglevel=error", *NODE_RED],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    return red
+
+
+def node_red_flow(
+    broker_port: int, client_id: str, influx_port: int, database: str, per_batch: int
+) -> list[dict[str, object]]:
+    """mqtt in (QoS1, persistent v5 session) -> function -> join (per_batch messages or 1 s) -> influxdb batch."""
+    chain: list[dict[str, object]] = [
+        {
+            "id": "in", "type": "mqtt in", "topic": f"shopfloor/v1/{SITE}/+/telemetry", "qos": "1",
+            "datatype": "json", "broker": "broker", "nl": False, "rap": True, "rh": 0, "inputs": 0,
+        },
+        {"id": "points", "type": "function", "func": NODE_RED_FUNCTION, "outputs": 1},
+        {
+            "id": "join", "type": "join", "mode": "custom", "build": "array", "property": "payload",
+            "propertyType": "msg", "key": "topic", "joiner": "\\n", "joinerType": "str", "accumulate": False,
+            "timeout": "1", "count": str(per_batch), "reduceRight": False,
+        },
+        {"id": "flat", "type": "function", "func": "msg.payload = msg.payload.flat();\nreturn msg;", "outputs": 1},
+        {"id": "out", "type": "influxdb batch", "influxdb": "db", "precision": "ms"},
+    ]  # fmt: skip
+    # Nodes of a flow sit on a tab at a position (x, y): Node-RED takes a node without one for a config node.
+    for k, node in enumerate(chain):
+        following = [chain[k + 1]["id"]] if k + 1 < len(chain) else []
+        node.update(z="flow", x=100 * (k + 1), y=40, wires=[following])
+    return [
+        {"id": "flow", "type": "tab", "label": "bench"},
+        {
+            "id": "broker", "type": "mqtt-broker", "broker": "127.0.0.1", "port": str(broker_port),
+            "clientid": client_id, "autoConnect": True, "usetls": False, "protocolVersion": "5",
+            "keepalive": "60", "cleansession": False, "sessionExpiry": "3600",
+        },
+        {
+            "id": "db", "type": "influxdb", "hostname": "127.0.0.1", "port": str(influx_port), "protocol": "http",
+            "database": database, "usetls": False, "influxdbVersion": "1.x",
+        },
+        *chain,
+    ]  # fmt: skip
+
+
+def run_node_red(
+    red: Path, workdir: Path, broker: Mosquitto, influx: InfluxDB, samples: int, messages: int, args: argparse.Namespace
+) -> tuple[float, float, float]:
+    """Drain a preloaded backlog through Node-RED's flow; return (samples/s landed, CPU-ms per 1k samples, RSS MiB)."""
+    database = f"nodered_{samples}_{uuid.uuid4().hex[:6]}"
+    client_id = f"bench-nodered-{samples}-{uuid.uuid4().hex[:4]}"
+    with InfluxStore(influx.url, database) as store:
+        store.ensure_database()
+    user_dir = workdir / f"node-red-{samples}"
+    user_dir.mkdir()
+    per_batch = max(1, args.batch_points // samples)
+    (user_dir / "flows.json").write_text(
+        json.dumps(node_red_flow(broker.port, client_id, int(influx.url.rsplit(":", 1)[1]), database, per_batch))
+    )
+    [ui_port] = free_ports(1)
+    (user_dir / "settings.js").write_text(
+        f"module.exports = {{uiPort: {ui_port}, uiHost: '127.0.0.1', flowFile: 'flows.json', credentialSecret: false,"
+        " httpAdminRoot: false, httpNodeRoot: false, logging: {console: {level: 'info'}}};\n"
+    )
+    make_session(broker.port, client_id, f"shopfloor/v1/{SITE}/+/telemetry")
+    publish_all(broker.port, payloads(messages, samples, args.machines, t0_ms=args.t0_ms))
+    total = messages * samples
+    node = shutil.which("node") or "node"
+    proc = subprocess.Popen(
+        [node, str(red), "--userDir", str(user_dir), "--settings", str(user_dir / "settings.js")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    rep = Replica(proc, log=[])
+    ready = threading.Event()
+
+    def read() -> None:
+        assert proc.stdout is not None and rep.log is not None
+        for line in proc.stdout:
+            rep.log.append(line)
+            if not ready.is_set() and "Connected to broker" in line:
+                rep.connected_at = time.perf_counter()
+                rep.cpu_at_connect = cpu_s(proc.pid)
+                ready.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        if not ready.wait(120):
+            raise RuntimeError("Node-RED did not connect:\n" + "".join(rep.log or [])[-3000:])
+        got = 0
+        deadline = time.perf_counter() + 300
+        with InfluxStore(influx.url, database) as store:
+            while got < total and time.perf_counter() < deadline and proc.poll() is None:
+                time.sleep(0.25)  # a count() a quarter second: little next to the writes
+                got = landed(store)
+        elapsed = time.perf_counter() - rep.connected_at
+        cpu = cpu_s(proc.pid) - rep.cpu_at_connect
+        rss = peak_rss_mib(proc.pid)
+    finally:
+        stop_replica(rep)
+    if got < total:
+        print(f"    Node-RED: ONLY {got:,} of {total:,} landed; its log:\n" + "".join(rep.log or [])[-2000:])
+    return got / elapsed, 1000 * cpu / max(got, 1) * 1000, rss
+
+
 # ---- the run --------------------------------------------------------------------------------------------------
 
 
@@ -256,6 +391,13 @@ def main() -> None:
     p.add_argument("--batch-points", type=int, default=5000, help="collector and raw write batch (default: 5000)")
     p.add_argument("--raw-points", type=int, default=300_000, help="points for the raw store rate (default: 300000)")
     p.add_argument("--collector-arg", action="append", default=[], help="extra `shopfloor collect` flag")
+    p.add_argument(
+        "--node-red-dir",
+        type=Path,
+        default=Path("~/.cache/shopfloor-bench/node-red"),
+        help="where Node-RED is installed for (d) (npm, once; default ~/.cache/shopfloor-bench/node-red)",
+    )
+    p.add_argument("--no-node-red", action="store_true", help="skip (d)")
     args = p.parse_args()
     timer = threading.Timer(WATCHDOG_S, lambda: os._exit(3))
     timer.daemon = True
@@ -271,6 +413,7 @@ def main() -> None:
     influx = InfluxDB(workdir).start()
     site = site_file(workdir, args.machines)
     t0_ms = int(time.time() * 1000) - 3_600_000  # an hour ago: inside the collector's skew window
+    args.t0_ms = t0_ms
     shapes = [(n, m) for n, m in ((1, args.messages_1), (100, args.messages_100)) if m > 0]  # 0: shape skipped
     replicas = [int(r) for r in args.replicas.split(",") if r]
     print(f"collector throughput bench: {os.cpu_count()} cores, {args.machines} machines, batch {args.batch_points}")
@@ -299,17 +442,32 @@ def main() -> None:
                 raw.write_lines(lines[i : i + args.batch_points])
             store_rate = len(lines) / (time.perf_counter() - t)
         print(f"(b) InfluxDB raw line-protocol writes, batches of {args.batch_points}: {store_rate:>10,.0f} samples/s")
+        node_red: dict[int, float] = {}
+        red = None if args.no_node_red else node_red_home(args.node_red_dir.expanduser())
+        for samples, messages in shapes:
+            if red is None:
+                print(
+                    f"(d) Node-RED, {samples:>3}-sample messages: not available: "
+                    + ("skipped (--no-node-red)" if args.no_node_red else "npm or node not found")
+                )
+                continue
+            rate, cpu_per_k, rss = run_node_red(red, workdir, broker, influx, samples, messages, args)
+            node_red[samples] = rate
+            print(
+                f"(d) Node-RED batching flow, {samples:>3}-sample messages: {rate / samples:>9,.0f} msg/s "
+                f"= {rate:>10,.0f} samples/s, {cpu_per_k:.2f} CPU-ms/1k samples, peak RSS {rss:.1f} MiB"
+            )
         print()
         print(
             f"{'(c) collector':<16} {'replicas':>8} {'samples/s':>11} {'msgs/s':>9} {'ratio':>6} "
-            f"{'CPU-ms/1k samples':>18} {'peak RSS MiB':>13} {'per replica (samples)':>24}"
+            f"{'CPU-ms/1k samples':>18} {'peak RSS MiB':>13} {'per replica (samples)':>24} {'x Node-RED':>10}"
         )
         for samples, messages in shapes:
             baseline = min(broker_rate[samples] * samples, store_rate)
             for n in replicas:
-                run_collectors(args, broker, influx, site, samples, messages, n, t0_ms, baseline)
+                run_collectors(args, broker, influx, site, samples, messages, n, t0_ms, baseline, node_red.get(samples))
         print()
-        print("ratio = collector samples/s / min(a, b) for the same message shape")
+        print("ratio = collector samples/s / min(a, b) for the same message shape; x Node-RED = samples/s / (d)")
     finally:
         influx.stop()
         broker.stop()
@@ -326,6 +484,7 @@ def run_collectors(
     n: int,
     t0_ms: int,
     baseline: float,
+    node_red: float | None,
 ) -> None:
     database = f"bench_{samples}_{n}_{uuid.uuid4().hex[:6]}"
     # A group of its own per run: the offline sessions of an earlier run in the same group would take a share.
@@ -376,7 +535,8 @@ def run_collectors(
     note = "" if got == total else f"  ONLY {got:,} of {total:,} landed"
     print(
         f"{f'{samples}-sample msgs':<16} {n:>8} {rate:>11,.0f} {rate / samples:>9,.0f} {rate / baseline:>6.2f} "
-        f"{1000 * cpu / max(got, 1) * 1000:>18.2f} {rss:>13.1f} {' / '.join(split):>24}{note}"
+        f"{1000 * cpu / max(got, 1) * 1000:>18.2f} {rss:>13.1f} {' / '.join(split):>24} "
+        f"{'-' if not node_red else f'{rate / node_red:.2f}':>10}{note}"
     )
 
 
