@@ -17,6 +17,7 @@ from api.core.pieces import HOUR_MS, HourSummary, Piece, hour_of, pieces
 from api.reader import raw_timeline
 from shopfloor.calendar import Calendar
 from shopfloor.config import Machine, SiteConfig
+from shopfloor.gcpause import GC_PAUSE
 from shopfloor.store import TimeSeriesStore
 
 # The store answers several queries at once; fetching machines in parallel overlaps its work with ours.
@@ -86,8 +87,12 @@ def gather_machine(
             unrolled.append(hour)
     for run_start, run_end in _runs(unrolled):
         lo, hi = max(run_start, start_ms), min(run_end, end_ms)
-        raw = raw_timeline(store, site, machine, lo, hi)
-        out.pieces.extend(pieces(raw.timeline, machine.id, [lo, hi, *(t for t in cuts if lo < t < hi)]))
+        # Classification makes an object or more per sample and no cycles: GC passes would walk them for nothing
+        # (a fifth of a cold month's time with the GC on).
+        with GC_PAUSE.paused():
+            raw = raw_timeline(store, site, machine, lo, hi)
+            found = pieces(raw.timeline, machine.id, [lo, hi, *(t for t in cuts if lo < t < hi)])
+        out.pieces.extend(found)
         out.anomalies.extend(raw.timeline.anomalies)
         out.raw_hours += (run_end - run_start) // HOUR_MS
         out.raw_samples += raw.samples

@@ -9,6 +9,7 @@ before it; a counter that really moved (a preset, a replaced PLC) goes on from i
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -16,6 +17,7 @@ from shopfloor.counters import counter_step
 
 # Signal -> Counts field. Counters are cumulative on the machine and may reset (power cycle, shift reset).
 COUNTERS = {"good_count": "good", "reject_count": "reject", "energy_kwh": "kwh"}
+_NOTHING = (0, 0, 0.0)  # step_raw's answer for a sample without counters
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,9 +91,10 @@ def counter_delta(previous: float, current: float) -> float:
 
 
 def _number(value: object) -> float | None:
+    """A counter reading as a number: non-negative and finite (inf minus inf would count NaN parts), else None."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return value if value >= 0 else None
+    return value if 0 <= value < math.inf else None
 
 
 class CounterTracker:
@@ -102,6 +105,14 @@ class CounterTracker:
         self._last: dict[str, tuple[int, float]] = {}  # signal -> (ts, value) of the last plausible reading
         self._suspect: dict[str, tuple[int, float]] = {}  # signal -> the anomalous reading after it
         self.anomalies: list[Anomaly] = []
+        # The figures of limits.max_increase per counter, for step_raw's inline check of a plain rise (the same
+        # expression, so the same float); a negative rate (no such machine) always takes the general path.
+        per_h = self.limits.per_h
+        self._rates = {
+            s: (rate, SLACK.get(s, 0.0))
+            for s in COUNTERS
+            if (rate := per_h.get(s, DEFAULT_MAX_RATE_PER_H.get(s, 0.0))) >= 0
+        }
 
     def step(self, values: Mapping[str, object], ts_ms: int = 0) -> Counts:
         """Return the increments since the previous reading of each counter present in values."""
@@ -110,18 +121,39 @@ class CounterTracker:
 
     def step_raw(self, values: Mapping[str, object], ts_ms: int = 0) -> tuple[int, int, float]:
         """Return step's increments as (good, reject, kwh) without building Counts (it runs once per sample)."""
+        get = values.get
+        good, reject, kwh = get("good_count"), get("reject_count"), get("energy_kwh")
+        if good is None and reject is None and kwh is None:
+            return _NOTHING
         return (
-            int(self._advance("good_count", values, ts_ms)),
-            int(self._advance("reject_count", values, ts_ms)),
-            float(self._advance("energy_kwh", values, ts_ms)),
+            0 if good is None else int(self._rise("good_count", good, ts_ms)),
+            0 if reject is None else int(self._rise("reject_count", reject, ts_ms)),
+            0.0 if kwh is None else float(self._rise("energy_kwh", kwh, ts_ms)),
         )
 
-    def _advance(self, signal: str, values: Mapping[str, object], ts: int) -> float:
-        value = values.get(signal)
-        if value is None:
-            return 0
-        # Plain ints and floats take the fast path; anything else goes through _number, whose rules these are.
-        number = value if (type(value) is int or type(value) is float) and value >= 0 else _number(value)
+    def _rise(self, signal: str, value: object, ts: int) -> float:
+        """The increment of one reading of signal at ts.
+
+        A plain rise within the limit (the common reading) is worked out here; anything else (the first reading, a
+        fall, a rise past the limit, a suspect pending, a value that is not a plain finite non-negative number) goes
+        through _advance, whose rules these are.
+        """
+        kind = type(value)
+        last = self._last.get(signal)
+        if (kind is int or kind is float) and last is not None and signal not in self._suspect:
+            rates = self._rates.get(signal)
+            increment = value - last[1]  # type: ignore[operator]
+            if rates is not None and 0 <= increment < math.inf:  # value is finite and not below the last reading
+                elapsed = ts - last[0]
+                # CounterLimits.max_increase's expression, term for term.
+                if not increment > rates[0] * (elapsed if elapsed > 0 else 0) / MS_PER_HOUR + rates[1]:
+                    self._last[signal] = (ts, value)  # type: ignore[assignment]
+                    return increment
+        return self._advance(signal, value, ts)
+
+    def _advance(self, signal: str, value: object, ts: int) -> float:
+        # Plain ints take the fast path; anything else goes through _number, whose rules these are.
+        number = value if type(value) is int and value >= 0 else _number(value)
         if number is None:
             return 0
         last = self._last.get(signal)

@@ -7,6 +7,8 @@ So in t ms a counter may rise by t/1000 + 1 parts, or t/360000 + 0.01 kWh.
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from api.core import Anomaly, CounterLimits, build_timeline, machine_totals
 from api.core.counters import CounterTracker
@@ -50,6 +52,9 @@ def run(readings: list[tuple[int, float]], signal: str = "good_count") -> tuple[
         ([(0, 500), (1000, 3), (2000, 4)], [0, 0, 1], [Anomaly(1000, "good_count", 500, 3, 1000)]),
         # Quiet for an hour (report by exception: no reading), then +3,000: within 3,600 + 1.
         ([(0, 0), (3_600_000, 3000)], [0, 3000], []),
+        # A non-finite reading is no reading (inf - inf would be NaN parts): 11 at 3 s is +1 from 10.
+        ([(0, 10), (1000, float("inf")), (2000, float("inf")), (3000, 11)], [0, 0, 0, 1], []),
+        ([(0, float("inf")), (1000, float("nan")), (2000, 10), (3000, 11)], [0, 0, 0, 1], []),
     ],
 )
 def test_parts(readings: list[tuple[int, float]], steps: list[float], anomalies: list[Anomaly]) -> None:
@@ -84,3 +89,52 @@ def test_default_limits_only_stop_giant_jumps() -> None:
     tracker = CounterTracker()  # 100 parts a second + 1
     assert [tracker.step_raw({"good_count": v}, ts)[0] for ts, v in [(0, 0), (1000, 101), (2000, 302)]] == [0, 101, 0]
     assert [a.value for a in tracker.anomalies] == [302]
+
+
+# ---- step_raw's inline rise check is _advance's rule ------------------------------------------------------------
+
+_COUNTER_SIGNALS = ("good_count", "reject_count", "energy_kwh")
+
+
+def _general_path(limits: CounterLimits, readings: list[tuple[int, dict[str, object]]]) -> tuple[list, list]:
+    """Each present counter through _advance alone (the rules step_raw's inline check must agree with)."""
+    tracker = CounterTracker(limits)
+    steps = []
+    for ts, values in readings:
+        row = [0 if values.get(s) is None else tracker._advance(s, values[s], ts) for s in _COUNTER_SIGNALS]
+        steps.append((int(row[0]), int(row[1]), float(row[2])))
+    return steps, tracker.anomalies
+
+
+_values = st.one_of(
+    st.none(),
+    st.integers(min_value=-5, max_value=60),
+    st.floats(min_value=-1.0, max_value=60.0),
+    st.sampled_from([0.01, 0.02, 1.01, 2.0, 2.01]),
+    st.sampled_from([True, False, "7", 10**12, float("inf"), float("nan")]),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    rates=st.tuples(*[st.sampled_from([0.0, 1.0, 3600.0, 36_000.0, -1.0]) for _ in _COUNTER_SIGNALS]),
+    readings=st.lists(
+        st.tuples(
+            st.integers(min_value=-2000, max_value=4000),
+            st.fixed_dictionaries({}, optional={s: _values for s in _COUNTER_SIGNALS}),
+        ),
+        max_size=30,
+    ),
+)
+def test_the_inline_rise_check_counts_and_flags_as_the_general_path(
+    rates: tuple[float, float, float], readings: list[tuple[int, dict[str, object]]]
+) -> None:
+    # Times may repeat or go back, so zero and negative elapsed times come up; rises land on the limit exactly
+    # (1 part in 0 ms with 1 part of slack) as well as either side of it.
+    limits = CounterLimits(dict(zip(_COUNTER_SIGNALS, rates, strict=True)))
+    readings = [(sum(dt for dt, _ in readings[: i + 1]), values) for i, (_, values) in enumerate(readings)]
+    tracker = CounterTracker(limits)
+    steps = [tracker.step_raw(values, ts) for ts, values in readings]
+    expected_steps, expected_anomalies = _general_path(limits, readings)
+    assert steps == expected_steps
+    assert tracker.anomalies == expected_anomalies
