@@ -220,6 +220,7 @@ Key = tuple[str, int, str | None, int | None, str | None]
 # The key of an UNKNOWN stretch per reason rank.
 _UNKNOWN_KEYS: tuple[Key, ...] = tuple((UNKNOWN, 0, None, None, reason) for reason in REASONS)
 _ABSENT = object()
+_COUNTS_KEPT = 4096  # distinct increments classify remembers (energy readings keep making new ones)
 
 
 def _key(state: object, badge: object, job: object, stop_reason: object) -> Key:
@@ -375,9 +376,12 @@ def classify(
     prev_key: Key | None = None
     found = tracker.anomalies  # the tracker appends to it; each new one learns whose session it fell in
     n_found = 0
+    # Increments repeat (a part, a hundredth of a kWh): one Counts per distinct value, shared (it is immutable).
+    counts_of: dict[tuple[int, int, float], Counts] = {}
     for index in range(count):
         ts, values = ordered[index]
-        good, reject, kwh = step(values, ts)
+        stepped = step(values, ts)
+        good, reject, kwh = stepped
         if len(found) != n_found:
             # The reading happened in the interval of the previous sample, as an increment would: its badge (None
             # when that interval is UNKNOWN or does not reach the reading).
@@ -388,7 +392,12 @@ def classify(
             owner = None
             if prev_key[0] != UNKNOWN and prev_end == ts:
                 owner = Interval(prev_start, prev_end, *prev_key)
-            increments.append(Increment(ts, Counts(good, reject, kwh), owner))
+            counts = counts_of.get(stepped)
+            if counts is None:
+                if len(counts_of) >= _COUNTS_KEPT:
+                    counts_of.clear()
+                counts = counts_of[stepped] = Counts(good, reject, kwh)
+            increments.append(Increment(ts, counts, owner))
         # A missing signal keeps its previous value; only these four shape intervals.
         changed = False
         value = values.get("state", _ABSENT)
