@@ -42,7 +42,7 @@ from __future__ import annotations
 import bisect
 import itertools
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Literal
 
 from api.core.counters import Anomaly, CounterLimits, CounterTracker, Counts
@@ -317,6 +317,35 @@ def _gap(
     return pieces
 
 
+# A frozen dataclass's __init__ sets each field through object.__setattr__: with an owner Interval and an Increment
+# per sample that carries a counter, that was a fifth of classification's time. _owned builds the same objects
+# (equal, immutable, no __post_init__ to skip) by setting their slots directly, in half the time.
+_new = object.__new__
+_SET_INTERVAL = tuple(getattr(Interval, f.name).__set__ for f in fields(Interval))
+_SET_INCREMENT = tuple(getattr(Increment, f.name).__set__ for f in fields(Increment))
+assert [f.name for f in fields(Interval)] == ["start_ms", "end_ms", "state", "badge", "job", "stop_reason", "reason"]
+assert [f.name for f in fields(Increment)] == ["ts_ms", "counts", "owner"]
+
+
+def _owned(ts: int, counts: Counts, start: int, end: int, key: Key) -> Increment:
+    """Increment(ts, counts, Interval(start, end, *key)), built slot by slot."""
+    owner = _new(Interval)
+    set_start, set_end, set_state, set_badge, set_job, set_stop, set_reason = _SET_INTERVAL
+    set_start(owner, start)
+    set_end(owner, end)
+    set_state(owner, key[0])
+    set_badge(owner, key[1])
+    set_job(owner, key[2])
+    set_stop(owner, key[3])
+    set_reason(owner, key[4])
+    increment = _new(Increment)
+    set_ts, set_counts, set_owner = _SET_INCREMENT
+    set_ts(increment, ts)
+    set_counts(increment, counts)
+    set_owner(increment, owner)
+    return increment
+
+
 def classify(
     samples: Iterable[SampleIn],
     statuses: Iterable[StatusIn],
@@ -389,15 +418,15 @@ def classify(
             found[n_found:] = [replace(a, badge=badge) for a in found[n_found:]]
             n_found = len(found)
         if prev_key is not None and not (good == 0 and reject == 0 and kwh == 0):
-            owner = None
-            if prev_key[0] != UNKNOWN and prev_end == ts:
-                owner = Interval(prev_start, prev_end, *prev_key)
             counts = counts_of.get(stepped)
             if counts is None:
                 if len(counts_of) >= _COUNTS_KEPT:
                     counts_of.clear()
                 counts = counts_of[stepped] = Counts(good, reject, kwh)
-            increments.append(Increment(ts, counts, owner))
+            if prev_key[0] != UNKNOWN and prev_end == ts:
+                increments.append(_owned(ts, counts, prev_start, prev_end, prev_key))
+            else:
+                increments.append(Increment(ts, counts, None))
         # A missing signal keeps its previous value; only these four shape intervals.
         changed = False
         value = values.get("state", _ABSENT)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import FrozenInstanceError
 
 import pytest
 from hypothesis import given, settings
@@ -22,6 +23,7 @@ from api.core.timeline import (
     StatusIn,
     StatusKind,
     Timeline,
+    _owned,
     merge,
 )
 
@@ -655,3 +657,21 @@ def test_window_must_not_be_empty_and_max_gap_positive() -> None:
 def test_empty_job_register_means_no_job() -> None:
     tl = build_timeline([sample(0, state="IDLE", job=""), sample(1, state="SETUP", job="J2")], [], s(0), s(2), GAP)
     assert tl.intervals == (iv(0, 1, "IDLE"), iv(1, 2, "SETUP", job="J2"))
+
+
+@pytest.mark.parametrize(
+    "key",
+    [("RUNNING", 1001, "J1", None, None), ("STOPPED", 0, None, 3, None), ("IDLE", 7, "", 0, "silence")],
+)
+def test_an_owned_increment_is_the_dataclass_one(key: tuple[str, int, str | None, int | None, str | None]) -> None:
+    # classify builds owner Interval and Increment slot by slot (timeline._owned): the same value, as immutable.
+    made = _owned(5000, Counts(good=2, kwh=0.5), 4000, 5000, key)
+    expected = Increment(5000, Counts(good=2, kwh=0.5), Interval(4000, 5000, *key))
+    assert made == expected
+    assert hash(made) == hash(expected)
+    assert repr(made) == repr(expected)
+    assert made.owner is not None
+    with pytest.raises(FrozenInstanceError):
+        made.owner.badge = 2  # type: ignore[misc]
+    with pytest.raises(FrozenInstanceError):
+        made.ts_ms = 1  # type: ignore[misc]
