@@ -201,8 +201,10 @@ class Replica:
     log: list[str] | None = None
 
 
-def start_replica(argv: list[str]) -> Replica:
-    """Start `shopfloor collect`; note the time (and CPU so far) when it reports its broker connection."""
+def start_replica(
+    argv: list[str], marker: str = "connected to MQTT broker", name: str = "collector", timeout_s: float = 60
+) -> Replica:
+    """Start a consumer (default `shopfloor collect`); note the time (and CPU so far) when its log shows marker."""
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
     rep = Replica(proc, log=[])
     ready = threading.Event()
@@ -211,15 +213,15 @@ def start_replica(argv: list[str]) -> Replica:
         assert proc.stdout is not None and rep.log is not None
         for line in proc.stdout:
             rep.log.append(line)
-            if not ready.is_set() and "connected to MQTT broker" in line:
+            if not ready.is_set() and marker in line:
                 rep.connected_at = time.perf_counter()
                 rep.cpu_at_connect = cpu_s(proc.pid)
                 ready.set()
 
     threading.Thread(target=read, daemon=True).start()
-    if not ready.wait(60):
+    if not ready.wait(timeout_s):
         proc.kill()
-        raise RuntimeError("collector did not connect:\n" + "".join(rep.log or [])[-3000:])
+        raise RuntimeError(f"{name} did not connect:\n" + "".join(rep.log or [])[-3000:])
     return rep
 
 
@@ -341,28 +343,10 @@ def run_node_red(
     publish_all(broker.port, payloads(messages, samples, args.machines, t0_ms=args.t0_ms))
     total = messages * samples
     node = shutil.which("node") or "node"
-    proc = subprocess.Popen(
-        [node, str(red), "--userDir", str(user_dir), "--settings", str(user_dir / "settings.js")],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    rep = Replica(proc, log=[])
-    ready = threading.Event()
-
-    def read() -> None:
-        assert proc.stdout is not None and rep.log is not None
-        for line in proc.stdout:
-            rep.log.append(line)
-            if not ready.is_set() and "Connected to broker" in line:
-                rep.connected_at = time.perf_counter()
-                rep.cpu_at_connect = cpu_s(proc.pid)
-                ready.set()
-
-    threading.Thread(target=read, daemon=True).start()
+    argv = [node, str(red), "--userDir", str(user_dir), "--settings", str(user_dir / "settings.js")]
+    rep = start_replica(argv, marker="Connected to broker", name="Node-RED", timeout_s=120)
+    proc = rep.proc
     try:
-        if not ready.wait(120):
-            raise RuntimeError("Node-RED did not connect:\n" + "".join(rep.log or [])[-3000:])
         got = 0
         deadline = time.perf_counter() + 300
         with InfluxStore(influx.url, database) as store:
