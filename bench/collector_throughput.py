@@ -321,7 +321,14 @@ def node_red_flow(
 
 
 def run_node_red(
-    red: Path, workdir: Path, broker: Mosquitto, influx: InfluxDB, samples: int, messages: int, args: argparse.Namespace
+    red: Path,
+    workdir: Path,
+    broker: Mosquitto,
+    influx: InfluxDB,
+    samples: int,
+    messages: int,
+    args: argparse.Namespace,
+    t0_ms: int,
 ) -> tuple[float, float, float]:
     """Drain a preloaded backlog through Node-RED's flow; return (samples/s landed, CPU-ms per 1k samples, RSS MiB)."""
     database = f"nodered_{samples}_{uuid.uuid4().hex[:6]}"
@@ -340,7 +347,7 @@ def run_node_red(
         " httpAdminRoot: false, httpNodeRoot: false, logging: {console: {level: 'info'}}};\n"
     )
     make_session(broker.port, client_id, f"shopfloor/v1/{SITE}/+/telemetry")
-    publish_all(broker.port, payloads(messages, samples, args.machines, t0_ms=args.t0_ms))
+    publish_all(broker.port, payloads(messages, samples, args.machines, t0_ms))
     total = messages * samples
     node = shutil.which("node") or "node"
     argv = [node, str(red), "--userDir", str(user_dir), "--settings", str(user_dir / "settings.js")]
@@ -397,7 +404,6 @@ def main() -> None:
     influx = InfluxDB(workdir).start()
     site = site_file(workdir, args.machines)
     t0_ms = int(time.time() * 1000) - 3_600_000  # an hour ago: inside the collector's skew window
-    args.t0_ms = t0_ms
     shapes = [(n, m) for n, m in ((1, args.messages_1), (100, args.messages_100)) if m > 0]  # 0: shape skipped
     replicas = [int(r) for r in args.replicas.split(",") if r]
     print(f"collector throughput bench: {os.cpu_count()} cores, {args.machines} machines, batch {args.batch_points}")
@@ -435,7 +441,7 @@ def main() -> None:
                     + ("skipped (--no-node-red)" if args.no_node_red else "npm or node not found")
                 )
                 continue
-            rate, cpu_per_k, rss = run_node_red(red, workdir, broker, influx, samples, messages, args)
+            rate, cpu_per_k, rss = run_node_red(red, workdir, broker, influx, samples, messages, args, t0_ms)
             node_red[samples] = rate
             print(
                 f"(d) Node-RED batching flow, {samples:>3}-sample messages: {rate / samples:>9,.0f} msg/s "

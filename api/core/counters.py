@@ -61,10 +61,14 @@ class CounterLimits:
 
     per_h: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_MAX_RATE_PER_H))
 
+    def allowance(self, signal: str) -> tuple[float, float]:
+        """(rate per hour, slack) of signal: what max_increase is made of."""
+        return self.per_h.get(signal, DEFAULT_MAX_RATE_PER_H.get(signal, 0.0)), SLACK.get(signal, 0.0)
+
     def max_increase(self, signal: str, elapsed_ms: int) -> float:
         """The most signal can rise in elapsed_ms."""
-        rate = self.per_h.get(signal, DEFAULT_MAX_RATE_PER_H.get(signal, 0.0))
-        return rate * max(0, elapsed_ms) / MS_PER_HOUR + SLACK.get(signal, 0.0)
+        rate, slack = self.allowance(signal)
+        return rate * max(0, elapsed_ms) / MS_PER_HOUR + slack
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,12 +111,7 @@ class CounterTracker:
         self.anomalies: list[Anomaly] = []
         # The figures of limits.max_increase per counter, for step_raw's inline check of a plain rise (the same
         # expression, so the same float); a negative rate (no such machine) always takes the general path.
-        per_h = self.limits.per_h
-        self._rates = {
-            s: (rate, SLACK.get(s, 0.0))
-            for s in COUNTERS
-            if (rate := per_h.get(s, DEFAULT_MAX_RATE_PER_H.get(s, 0.0))) >= 0
-        }
+        self._rates = {s: allowance for s in COUNTERS if (allowance := self.limits.allowance(s))[0] >= 0}
 
     def step(self, values: Mapping[str, object], ts_ms: int = 0) -> Counts:
         """Return the increments since the previous reading of each counter present in values."""
