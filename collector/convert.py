@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from shopfloor.contracts import (
     CANONICAL_SIGNALS,
@@ -25,9 +25,11 @@ _FLOAT_SIGNALS = frozenset(name for name, kind in CANONICAL_SIGNALS.items() if k
 _isfinite = math.isfinite
 
 
-@dataclass(frozen=True, slots=True, order=True)
-class Written:
-    """One telemetry batch the store has accepted (or dead-lettered for good): what a commit reports."""
+class Written(NamedTuple):
+    """One telemetry batch the store has accepted (or dead-lettered for good): what a commit reports.
+
+    A named tuple (one is made per message): hashed and ordered by its fields in this order.
+    """
 
     site: str
     agent: str

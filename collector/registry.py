@@ -13,7 +13,7 @@ from collections import OrderedDict
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, NoReturn
+from typing import Any, NamedTuple, NoReturn
 
 from collector.convert import batch_to_lines, field_start, stored_as_float, string_field, telemetry_prefix
 from shopfloor.config import DataType, RegisterSpec, SiteConfig
@@ -163,9 +163,11 @@ class Recent:
         return len(self._items)
 
 
-@dataclass(frozen=True, slots=True)
-class CheckedLines:
-    """A telemetry batch that passed every check, as line protocol: its header and one line per sample with values."""
+class CheckedLines(NamedTuple):
+    """A telemetry batch that passed every check, as line protocol: its header and one line per sample with values.
+
+    A named tuple: one is made per message.
+    """
 
     agent: str
     site: str

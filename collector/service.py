@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from collector.convert import Written, agent_status_to_point, commit_messages, status_to_point
 from collector.deadletter import DEFAULT_MAX_BYTES, DeadLetter, DeadLetterFile
@@ -83,9 +83,8 @@ LATE_SPAN_MAX_MS = 8 * 24 * HOUR_MS  # the most hours one status's outbox loss (
 WRITES_IN_FLIGHT = 2
 
 
-@dataclass(frozen=True, slots=True)
-class _Pending:
-    """A valid message waiting to be written and acked."""
+class _Pending(NamedTuple):
+    """A valid message waiting to be written and acked (a named tuple: one is made per message)."""
 
     topic: str
     payload: bytes

@@ -15,7 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as paho
@@ -45,12 +45,16 @@ class _Client(paho.Client):
     """paho's client with a leaner receive path: buffered reads, PUBLISH parsed without a Properties object when it
     carries none, and acks sent in one write. Overrides paho 2.1 internals (`loop_read`, `_handle_publish`,
     `_sock_close`), so paho is pinned to 2.1.*; tests/integration/test_mqtt_receive.py checks the wire behaviour.
+
+    deliver: when set, a QoS 0/1 PUBLISH goes to it as an InboundMessage, without paho's MQTTMessage and its
+    on_message dispatch (per-topic callbacks, message_callback_add, are then not called; MqttLink uses none).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._rbuf = bytearray()
         self._bad_packet_logged = False
+        self.deliver: Callable[[InboundMessage], None] | None = None
 
     def _sock_close(self) -> None:
         super()._sock_close()
@@ -145,29 +149,48 @@ class _Client(paho.Client):
         topic = bytes(packet[2:end])
         if len(topic) != end - 2 or (not v5 and not topic):
             return MQTTErrorCode.MQTT_ERR_PROTOCOL
-        message = paho.MQTTMessage(topic=topic)
-        message.dup = bool(header & 0x08)
-        message.qos = qos
-        message.retain = bool(header & 0x01)
+        mid = 0
         if qos:
             if len(packet) < end + 2:
                 return MQTTErrorCode.MQTT_ERR_PROTOCOL
-            message.mid = (packet[end] << 8) | packet[end + 1]
+            mid = (packet[end] << 8) | packet[end + 1]
             end += 2
+        properties = None
         if v5:
             if len(packet) <= end:
                 return MQTTErrorCode.MQTT_ERR_PROTOCOL  # v5 requires the properties length
             if packet[end] == 0:
                 end += 1  # no properties: the usual case, and paho's Properties() costs ~15 µs to build
             else:
-                message.properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-                _props, props_len = message.properties.unpack(packet[end:])  # type: ignore[no-untyped-call]
+                properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+                _props, props_len = properties.unpack(packet[end:])  # type: ignore[no-untyped-call]
                 end += props_len
-        message.payload = bytes(packet[end:])
-        message.timestamp = paho.time_func()
-        self._handle_on_message(message)
+        deliver = self.deliver
+        if deliver is not None:
+            # What paho's dispatch does for on_message, minus the MQTTMessage: the topic decoded (invalid UTF-8
+            # raises, as MQTTMessage.topic does: loop_read then drops the connection), the call under its
+            # callback lock, an exception logged and raised.
+            inbound = InboundMessage(topic.decode(), bytes(packet[end:]), qos, bool(header & 0x01), mid)
+            with self._in_callback_mutex:
+                try:
+                    deliver(inbound)
+                except Exception as err:
+                    self._easy_log(paho.MQTT_LOG_ERR, "Caught exception in on_message: %s", err)
+                    if not self.suppress_exceptions:
+                        raise
+        else:
+            message = paho.MQTTMessage(topic=topic)
+            message.dup = bool(header & 0x08)
+            message.qos = qos
+            message.retain = bool(header & 0x01)
+            message.mid = mid
+            if properties is not None:
+                message.properties = properties
+            message.payload = bytes(packet[end:])
+            message.timestamp = paho.time_func()
+            self._handle_on_message(message)
         if qos == 1 and not self._manual_ack:
-            return self._send_puback(message.mid)
+            return self._send_puback(mid)
         return MQTTErrorCode.MQTT_ERR_SUCCESS
 
     def ack_many(self, mids: Sequence[int]) -> None:
@@ -265,9 +288,8 @@ class MqttSettings:
         return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
 
 
-@dataclass(frozen=True, slots=True)
-class InboundMessage:
-    """A received message, detached from the client library."""
+class InboundMessage(NamedTuple):
+    """A received message, detached from the client library (a named tuple: one is made per message received)."""
 
     topic: str
     payload: bytes
@@ -392,7 +414,8 @@ class MqttLink:
         self._client.on_connect = self._handle_connect
         self._client.on_connect_fail = self._handle_connect_fail
         self._client.on_disconnect = self._handle_disconnect
-        self._client.on_message = self._handle_message
+        self._client.on_message = self._handle_message  # QoS 2 (paho's own state machine)
+        self._client.deliver = self._deliver
         self._client.on_publish = self._handle_publish
         self._lock = threading.Lock()
         self._stopping = False
@@ -646,7 +669,9 @@ class MqttLink:
         self._failed(str(reason))
 
     def _handle_message(self, _client: paho.Client, _userdata: Any, msg: paho.MQTTMessage) -> None:
-        inbound = InboundMessage(msg.topic, bytes(msg.payload), msg.qos, bool(msg.retain), msg.mid)
+        self._deliver(InboundMessage(msg.topic, bytes(msg.payload), msg.qos, bool(msg.retain), msg.mid))
+
+    def _deliver(self, inbound: InboundMessage) -> None:
         for callback in self._message_listeners:
             callback(inbound)
 
