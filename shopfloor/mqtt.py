@@ -46,15 +46,16 @@ class _Client(paho.Client):
     carries none, and acks sent in one write. Overrides paho 2.1 internals (`loop_read`, `_handle_publish`,
     `_sock_close`), so paho is pinned to 2.1.*; tests/integration/test_mqtt_receive.py checks the wire behaviour.
 
-    deliver: when set, a QoS 0/1 PUBLISH goes to it as an InboundMessage, without paho's MQTTMessage and its
-    on_message dispatch (per-topic callbacks, message_callback_add, are then not called; MqttLink uses none).
+    deliver: gets each QoS 0/1 PUBLISH as an InboundMessage, without paho's MQTTMessage and its on_message
+    dispatch (per-topic callbacks, message_callback_add, are not called; MqttLink uses none). QoS 2 keeps paho's
+    path, on_message included.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, deliver: Callable[[InboundMessage], None], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._rbuf = bytearray()
         self._bad_packet_logged = False
-        self.deliver: Callable[[InboundMessage], None] | None = None
+        self._deliver = deliver
 
     def _sock_close(self) -> None:
         super()._sock_close()
@@ -155,40 +156,25 @@ class _Client(paho.Client):
                 return MQTTErrorCode.MQTT_ERR_PROTOCOL
             mid = (packet[end] << 8) | packet[end + 1]
             end += 2
-        properties = None
         if v5:
             if len(packet) <= end:
                 return MQTTErrorCode.MQTT_ERR_PROTOCOL  # v5 requires the properties length
             if packet[end] == 0:
                 end += 1  # no properties: the usual case, and paho's Properties() costs ~15 µs to build
             else:
-                properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-                _props, props_len = properties.unpack(packet[end:])  # type: ignore[no-untyped-call]
+                _props, props_len = Properties(PacketTypes.PUBLISH).unpack(packet[end:])  # type: ignore[no-untyped-call]
                 end += props_len
-        deliver = self.deliver
-        if deliver is not None:
-            # What paho's dispatch does for on_message, minus the MQTTMessage: the topic decoded (invalid UTF-8
-            # raises, as MQTTMessage.topic does: loop_read then drops the connection), the call under its
-            # callback lock, an exception logged and raised.
-            inbound = InboundMessage(topic.decode(), bytes(packet[end:]), qos, bool(header & 0x01), mid)
-            with self._in_callback_mutex:
-                try:
-                    deliver(inbound)
-                except Exception as err:
-                    self._easy_log(paho.MQTT_LOG_ERR, "Caught exception in on_message: %s", err)
-                    if not self.suppress_exceptions:
-                        raise
-        else:
-            message = paho.MQTTMessage(topic=topic)
-            message.dup = bool(header & 0x08)
-            message.qos = qos
-            message.retain = bool(header & 0x01)
-            message.mid = mid
-            if properties is not None:
-                message.properties = properties
-            message.payload = bytes(packet[end:])
-            message.timestamp = paho.time_func()
-            self._handle_on_message(message)
+        # What paho's dispatch does for on_message, minus the MQTTMessage: the topic decoded (invalid UTF-8 raises,
+        # as MQTTMessage.topic does: loop_read then drops the connection), the call under its callback lock, an
+        # exception logged and raised.
+        inbound = InboundMessage(topic.decode(), bytes(packet[end:]), qos, bool(header & 0x01), mid)
+        with self._in_callback_mutex:
+            try:
+                self._deliver(inbound)
+            except Exception as err:
+                self._easy_log(paho.MQTT_LOG_ERR, "Caught exception in on_message: %s", err)
+                if not self.suppress_exceptions:
+                    raise
         if qos == 1 and not self._manual_ack:
             return self._send_puback(mid)
         return MQTTErrorCode.MQTT_ERR_SUCCESS
@@ -385,6 +371,7 @@ class MqttLink:
             clean_session=None if self._v5 else not persistent_session,
             protocol=paho.MQTTv5 if self._v5 else paho.MQTTv311,
             manual_ack=manual_ack,
+            deliver=self._deliver,
         )
         self._client.max_inflight_messages_set(max_inflight)
         self._client.max_queued_messages_set(settings.max_queued_messages)
@@ -415,7 +402,6 @@ class MqttLink:
         self._client.on_connect_fail = self._handle_connect_fail
         self._client.on_disconnect = self._handle_disconnect
         self._client.on_message = self._handle_message  # QoS 2 (paho's own state machine)
-        self._client.deliver = self._deliver
         self._client.on_publish = self._handle_publish
         self._lock = threading.Lock()
         self._stopping = False
